@@ -1,0 +1,278 @@
+//! Element types: validation of a `DLDataType` read from C or from a foreign tensor, the size of
+//! one element, and the named scalar types that casts understand.
+
+use crate::abi::DLDataType;
+use crate::error::{Error, Result};
+
+/// DLPack type codes (`DLDataTypeCode`), as plain integers: a code read from foreign memory is
+/// compared against these, never transmuted into a Rust enum.
+pub mod code {
+    pub const INT: u8 = 0;
+    pub const UINT: u8 = 1;
+    pub const FLOAT: u8 = 2;
+    pub const OPAQUE_HANDLE: u8 = 3;
+    pub const BFLOAT: u8 = 4;
+    pub const COMPLEX: u8 = 5;
+    pub const BOOL: u8 = 6;
+    /// First and last of the float8 codes (e3m4 … e8m0fnu).
+    pub const FLOAT8_FIRST: u8 = 7;
+    pub const FLOAT8_LAST: u8 = 14;
+    pub const FLOAT6_E2M3FN: u8 = 15;
+    pub const FLOAT6_E3M2FN: u8 = 16;
+    pub const FLOAT4_E2M1FN: u8 = 17;
+}
+
+/// A validated element type: a known code, a bit width that code allows, lanes >= 1, and a whole
+/// number of bytes per element (sub-byte packed types are refused as unsupported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DType {
+    code: u8,
+    bits: u8,
+    lanes: u16,
+}
+
+impl DType {
+    pub const BOOL: DType = DType { code: code::BOOL, bits: 8, lanes: 1 };
+    pub const F32: DType = DType { code: code::FLOAT, bits: 32, lanes: 1 };
+    pub const F64: DType = DType { code: code::FLOAT, bits: 64, lanes: 1 };
+
+    /// Checks a dtype handed to us by C or found in a foreign tensor.
+    pub fn from_dl(dt: DLDataType) -> Result<DType> {
+        let (code, bits, lanes) = (dt.code.0, dt.bits, dt.lanes);
+        if lanes == 0 {
+            return Err(Error::invalid("dtype has lanes == 0; every DLPack dtype has at least one lane"));
+        }
+        if bits == 0 {
+            return Err(Error::invalid("dtype has bits == 0"));
+        }
+        let allowed: &[u8] = match code {
+            code::INT | code::UINT => &[8, 16, 32, 64],
+            code::FLOAT => &[16, 32, 64],
+            code::BFLOAT => &[16],
+            code::COMPLEX => &[64, 128],
+            code::BOOL => &[8],
+            code::FLOAT8_FIRST..=code::FLOAT8_LAST => &[8],
+            code::FLOAT6_E2M3FN | code::FLOAT6_E3M2FN => &[6],
+            code::FLOAT4_E2M1FN => &[4],
+            code::OPAQUE_HANDLE => {
+                return Err(Error::unsupported(
+                    "dtype code 3 (kDLOpaqueHandle) has no agreed meaning; dlbridge does not exchange it",
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "dtype code {code} is not a DLPack 1.3 type code (known codes are 0..=17)"
+                )));
+            }
+        };
+        if !allowed.contains(&bits) {
+            return Err(Error::invalid(format!(
+                "dtype code {code} ({}) cannot have {bits} bits (allowed: {allowed:?})",
+                code_name(code)
+            )));
+        }
+        let total_bits = u32::from(bits) * u32::from(lanes);
+        if total_bits % 8 != 0 {
+            return Err(Error::unsupported(format!(
+                "dtype {} with {lanes} lane(s) is {total_bits} bits per element, not a whole number \
+                 of bytes; packed sub-byte types are not supported",
+                code_name(code)
+            )));
+        }
+        Ok(DType { code, bits, lanes })
+    }
+
+    pub fn to_dl(self) -> DLDataType {
+        DLDataType { code: crate::abi::DLDataTypeCode(self.code), bits: self.bits, lanes: self.lanes }
+    }
+
+    /// Bytes one element occupies (always at least 1).
+    pub fn itemsize(self) -> usize {
+        (usize::from(self.bits) * usize::from(self.lanes)) / 8
+    }
+
+    /// The named scalar type, for the dtypes that casts convert between.
+    pub fn scalar(self) -> Option<Scalar> {
+        if self.lanes != 1 {
+            return None;
+        }
+        Some(match (self.code, self.bits) {
+            (code::BOOL, 8) => Scalar::Bool,
+            (code::INT, 8) => Scalar::I8,
+            (code::INT, 16) => Scalar::I16,
+            (code::INT, 32) => Scalar::I32,
+            (code::INT, 64) => Scalar::I64,
+            (code::UINT, 8) => Scalar::U8,
+            (code::UINT, 16) => Scalar::U16,
+            (code::UINT, 32) => Scalar::U32,
+            (code::UINT, 64) => Scalar::U64,
+            (code::FLOAT, 16) => Scalar::F16,
+            (code::BFLOAT, 16) => Scalar::BF16,
+            (code::FLOAT, 32) => Scalar::F32,
+            (code::FLOAT, 64) => Scalar::F64,
+            (code::COMPLEX, 64) => Scalar::C64,
+            (code::COMPLEX, 128) => Scalar::C128,
+            _ => return None,
+        })
+    }
+
+    /// A short human name ("float32", "float8 (code 10)", "int32x4").
+    pub fn name(self) -> String {
+        let base = match self.scalar_ignoring_lanes() {
+            Some(s) => s.name().to_string(),
+            None => format!("{} (code {}, {} bits)", code_name(self.code), self.code, self.bits),
+        };
+        if self.lanes == 1 { base } else { format!("{base}x{}", self.lanes) }
+    }
+
+    fn scalar_ignoring_lanes(self) -> Option<Scalar> {
+        DType { lanes: 1, ..self }.scalar()
+    }
+}
+
+fn code_name(code: u8) -> &'static str {
+    match code {
+        code::INT => "int",
+        code::UINT => "uint",
+        code::FLOAT => "float",
+        code::OPAQUE_HANDLE => "opaque handle",
+        code::BFLOAT => "bfloat",
+        code::COMPLEX => "complex",
+        code::BOOL => "bool",
+        code::FLOAT8_FIRST..=code::FLOAT8_LAST => "float8",
+        code::FLOAT6_E2M3FN | code::FLOAT6_E3M2FN => "float6",
+        code::FLOAT4_E2M1FN => "float4",
+        _ => "unknown",
+    }
+}
+
+/// The scalar element types dlbridge can convert between (`dlb_tensor_cast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F16,
+    BF16,
+    F32,
+    F64,
+    C64,
+    C128,
+}
+
+impl Scalar {
+    pub const ALL: [Scalar; 15] = [
+        Scalar::Bool,
+        Scalar::I8,
+        Scalar::I16,
+        Scalar::I32,
+        Scalar::I64,
+        Scalar::U8,
+        Scalar::U16,
+        Scalar::U32,
+        Scalar::U64,
+        Scalar::F16,
+        Scalar::BF16,
+        Scalar::F32,
+        Scalar::F64,
+        Scalar::C64,
+        Scalar::C128,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scalar::Bool => "bool",
+            Scalar::I8 => "int8",
+            Scalar::I16 => "int16",
+            Scalar::I32 => "int32",
+            Scalar::I64 => "int64",
+            Scalar::U8 => "uint8",
+            Scalar::U16 => "uint16",
+            Scalar::U32 => "uint32",
+            Scalar::U64 => "uint64",
+            Scalar::F16 => "float16",
+            Scalar::BF16 => "bfloat16",
+            Scalar::F32 => "float32",
+            Scalar::F64 => "float64",
+            Scalar::C64 => "complex64",
+            Scalar::C128 => "complex128",
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        let (code, bits) = match self {
+            Scalar::Bool => (code::BOOL, 8),
+            Scalar::I8 => (code::INT, 8),
+            Scalar::I16 => (code::INT, 16),
+            Scalar::I32 => (code::INT, 32),
+            Scalar::I64 => (code::INT, 64),
+            Scalar::U8 => (code::UINT, 8),
+            Scalar::U16 => (code::UINT, 16),
+            Scalar::U32 => (code::UINT, 32),
+            Scalar::U64 => (code::UINT, 64),
+            Scalar::F16 => (code::FLOAT, 16),
+            Scalar::BF16 => (code::BFLOAT, 16),
+            Scalar::F32 => (code::FLOAT, 32),
+            Scalar::F64 => (code::FLOAT, 64),
+            Scalar::C64 => (code::COMPLEX, 64),
+            Scalar::C128 => (code::COMPLEX, 128),
+        };
+        DType { code, bits, lanes: 1 }
+    }
+
+    pub fn is_complex(self) -> bool {
+        matches!(self, Scalar::C64 | Scalar::C128)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::DLDataTypeCode;
+
+    fn dl(code: u8, bits: u8, lanes: u16) -> DLDataType {
+        DLDataType { code: DLDataTypeCode(code), bits, lanes }
+    }
+
+    #[test]
+    fn named_dtypes_round_trip() {
+        for s in Scalar::ALL {
+            let d = DType::from_dl(s.dtype().to_dl()).unwrap();
+            assert_eq!(d.scalar(), Some(s));
+            assert_eq!(d.name(), s.name());
+        }
+        assert_eq!(Scalar::C128.dtype().itemsize(), 16);
+        assert_eq!(Scalar::Bool.dtype().itemsize(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_dtypes() {
+        use crate::error::ErrorKind::*;
+        assert_eq!(DType::from_dl(dl(2, 32, 0)).unwrap_err().kind, InvalidArgument);
+        assert_eq!(DType::from_dl(dl(2, 0, 1)).unwrap_err().kind, InvalidArgument);
+        assert_eq!(DType::from_dl(dl(2, 7, 1)).unwrap_err().kind, InvalidArgument);
+        assert_eq!(DType::from_dl(dl(99, 8, 1)).unwrap_err().kind, InvalidArgument);
+        assert_eq!(DType::from_dl(dl(3, 64, 1)).unwrap_err().kind, Unsupported);
+        assert_eq!(DType::from_dl(dl(17, 4, 1)).unwrap_err().kind, Unsupported);
+        // Two float4 lanes make a whole byte.
+        assert_eq!(DType::from_dl(dl(17, 4, 2)).unwrap().itemsize(), 1);
+        assert!(DType::from_dl(dl(99, 8, 1)).unwrap_err().message.contains("99"));
+    }
+
+    #[test]
+    fn vector_and_float8_types_have_sizes_but_no_scalar() {
+        let v = DType::from_dl(dl(2, 32, 4)).unwrap();
+        assert_eq!(v.itemsize(), 16);
+        assert_eq!(v.scalar(), None);
+        assert_eq!(v.name(), "float32x4");
+        let f8 = DType::from_dl(dl(10, 8, 1)).unwrap();
+        assert_eq!(f8.itemsize(), 1);
+        assert_eq!(f8.scalar(), None);
+    }
+}

@@ -1,0 +1,53 @@
+//! The core's error type. Every failure carries a message written for the C programmer who will
+//! read it through `dlb_last_error()`, and a kind that the boundary maps onto a `dlb_status`.
+
+/// What went wrong, by class. The C boundary maps each kind onto one `dlb_status` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// NULL where not allowed, negative extent, view out of bounds, overflow, bad dtype.
+    InvalidArgument,
+    /// A dtype, device or layout this operation cannot handle.
+    Unsupported,
+    /// An allocation failed.
+    OutOfMemory,
+    /// A device runtime is missing or failing.
+    Device,
+    /// Write access asked of read-only data.
+    ReadOnly,
+    /// A DLPack major version we do not understand.
+    Version,
+}
+
+/// A failed core operation: a kind and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+    pub fn out_of_memory(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::OutOfMemory, message)
+    }
+    pub fn device(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Device, message)
+    }
+    pub fn read_only(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ReadOnly, message)
+    }
+    pub fn version(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Version, message)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

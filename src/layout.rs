@@ -1,0 +1,172 @@
+//! Shapes and strides (in elements): validation with checked arithmetic, contiguity, and the byte
+//! range a strided layout reaches. Nothing here touches memory.
+
+use crate::error::{Error, Result};
+
+/// The most dimensions dlbridge accepts anywhere (checked before any shape is read).
+pub const MAX_NDIM: usize = 64;
+
+/// Checks an `ndim` received from C or from a foreign tensor.
+pub fn check_ndim(ndim: i32) -> Result<usize> {
+    match usize::try_from(ndim) {
+        Ok(n) if n <= MAX_NDIM => Ok(n),
+        _ => Err(Error::invalid(format!("ndim is {ndim}; it must lie in 0..=64"))),
+    }
+}
+
+/// Row-major strides (in elements) for `shape`. Callers validate the shape first; the product is
+/// computed with wrapping arithmetic only past a zero extent, where it no longer matters.
+pub fn row_major_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![0i64; shape.len()];
+    let mut acc: i64 = 1;
+    for (stride, &n) in strides.iter_mut().zip(shape).rev() {
+        *stride = acc;
+        acc = acc.saturating_mul(n.max(1));
+    }
+    strides
+}
+
+/// A validated strided layout: `shape` and `strides` have the same length, every extent is
+/// non-negative, and the element count and the byte range fit in `isize` for the dtype it was
+/// validated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    shape: Vec<i64>,
+    strides: Vec<i64>,
+    numel: usize,
+}
+
+/// The bytes a layout reaches, relative to its first element: `[lo, hi)`. Empty for zero-element
+/// layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub lo: isize,
+    pub hi: isize,
+}
+
+impl Layout {
+    /// Validates `shape` and `strides` (None = row-major) for elements of `itemsize` bytes.
+    pub fn new(shape: &[i64], strides: Option<&[i64]>, itemsize: usize) -> Result<Layout> {
+        if shape.len() > MAX_NDIM {
+            return Err(Error::invalid(format!("ndim is {}; it must lie in 0..=64", shape.len())));
+        }
+        if let Some((axis, &n)) = shape.iter().enumerate().find(|&(_, &n)| n < 0) {
+            return Err(Error::invalid(format!("shape[{axis}] is {n}; extents must be >= 0")));
+        }
+        let strides = match strides {
+            Some(s) => {
+                debug_assert_eq!(s.len(), shape.len());
+                s.to_vec()
+            }
+            None => row_major_strides(shape),
+        };
+        let mut numel: u128 = 1;
+        for &n in shape {
+            numel = numel.saturating_mul(n as u128);
+        }
+        let nbytes = numel.saturating_mul(itemsize as u128);
+        if nbytes > isize::MAX as u128 {
+            return Err(Error::invalid(format!(
+                "shape {shape:?} with {itemsize}-byte elements needs {} bytes, more than any \
+                 address space holds",
+                if nbytes == u128::MAX { "over 2^128".to_string() } else { nbytes.to_string() }
+            )));
+        }
+        let layout = Layout { shape: shape.to_vec(), strides, numel: numel as usize };
+        layout.span(itemsize)?;
+        Ok(layout)
+    }
+
+    pub fn shape(&self) -> &[i64] {
+        &self.shape
+    }
+    pub fn strides(&self) -> &[i64] {
+        &self.strides
+    }
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
+    /// Row-major compact (extents of 1 may have any stride; zero-element layouts are contiguous).
+    pub fn is_contiguous(&self) -> bool {
+        if self.numel == 0 {
+            return true;
+        }
+        let mut expected: i64 = 1;
+        for (&n, &s) in self.shape.iter().zip(&self.strides).rev() {
+            if n != 1 && s != expected {
+                return false;
+            }
+            expected *= n;
+        }
+        true
+    }
+
+    /// The byte range the layout reaches relative to its first element, or None when it has no
+    /// elements. Fails when that range does not fit in `isize`.
+    pub fn span(&self, itemsize: usize) -> Result<Option<Span>> {
+        if self.numel == 0 {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (0i128, 0i128);
+        for (&n, &s) in self.shape.iter().zip(&self.strides) {
+            let reach = i128::from(n - 1) * i128::from(s);
+            if reach < 0 { lo += reach } else { hi += reach }
+        }
+        let size = itemsize as i128;
+        let (lo, hi) = (lo * size, (hi + 1) * size);
+        let fits = |v: i128| v >= isize::MIN as i128 && v <= isize::MAX as i128;
+        if !fits(lo) || !fits(hi) || !fits(hi - lo) {
+            return Err(Error::invalid(format!(
+                "shape {:?} with strides {:?} reaches more bytes than any address space holds",
+                self.shape, self.strides
+            )));
+        }
+        Ok(Some(Span { lo: lo as isize, hi: hi as isize }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_major_and_contiguity() {
+        let l = Layout::new(&[2, 3, 4], None, 4).unwrap();
+        assert_eq!(l.strides(), &[12, 4, 1]);
+        assert!(l.is_contiguous());
+        assert_eq!(l.numel(), 24);
+        assert_eq!(l.span(4).unwrap(), Some(Span { lo: 0, hi: 96 }));
+        let t = Layout::new(&[3, 2], Some(&[1, 3]), 4).unwrap();
+        assert!(!t.is_contiguous());
+        // Extents of one may carry any stride.
+        assert!(Layout::new(&[1, 3], Some(&[99, 1]), 4).unwrap().is_contiguous());
+        assert!(Layout::new(&[0, 3], Some(&[7, 7]), 4).unwrap().is_contiguous());
+        assert!(Layout::new(&[], None, 8).unwrap().is_contiguous());
+    }
+
+    #[test]
+    fn spans_of_negative_and_zero_strides() {
+        let l = Layout::new(&[4], Some(&[-1]), 8).unwrap();
+        assert_eq!(l.span(8).unwrap(), Some(Span { lo: -24, hi: 8 }));
+        let b = Layout::new(&[5, 3], Some(&[0, 1]), 2).unwrap();
+        assert_eq!(b.span(2).unwrap(), Some(Span { lo: 0, hi: 6 }));
+        assert_eq!(Layout::new(&[0], None, 4).unwrap().span(4).unwrap(), None);
+        assert_eq!(Layout::new(&[], None, 4).unwrap().span(4).unwrap(), Some(Span { lo: 0, hi: 4 }));
+    }
+
+    #[test]
+    fn refuses_negative_extents_and_overflow() {
+        let e = Layout::new(&[2, -3], None, 4).unwrap_err();
+        assert!(e.message.contains("shape[1] is -3"), "{}", e.message);
+        assert!(Layout::new(&[1 << 62, 1 << 62], None, 4).is_err());
+        assert!(Layout::new(&[1 << 62, 8], None, 8).is_err());
+        assert!(Layout::new(&[2, 2], Some(&[i64::MAX, 1]), 8).is_err());
+        assert!(check_ndim(65).is_err());
+        assert!(check_ndim(-1).is_err());
+        assert_eq!(check_ndim(64).unwrap(), 64);
+    }
+}

@@ -1,0 +1,137 @@
+//! Storage: the memory behind tensors, shared through `Arc`. An alias, a view and an exported
+//! DLPack tensor each hold one reference; the memory (or the foreign release, or the producer's
+//! deleter) goes exactly once, when the last reference goes, on whichever thread that is.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+/// Alignment of every allocation dlbridge makes (DLPack's recommendation; also what JAX needs to
+/// share instead of copy, and what CUDA gives).
+pub const ALIGNMENT: usize = 256;
+
+/// Data buffers alive right now: one per `Storage`, whatever its owner.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+/// How many storages (own allocations, wrapped buffers, imported tensors) are alive.
+pub fn live_allocations() -> i64 {
+    LIVE.load(Ordering::SeqCst)
+}
+
+/// A release callback for memory the caller lent us: `release(ctx)`, called exactly once.
+pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
+
+/// Who frees the memory when the storage goes.
+pub enum Owner {
+    /// dlbridge's own allocation (None when zero bytes were asked for).
+    Host(Option<std::alloc::Layout>),
+    /// Memory lent by the caller of `dlb_tensor_from_data`.
+    Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
+    /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
+    Imported(dlpark::AllocationDeleter),
+}
+
+/// A block of memory: the bytes `[base, base + len)` tensors on it may reach.
+pub struct Storage {
+    base: *mut u8,
+    len: usize,
+    device: Device,
+    owner: Owner,
+}
+
+// SAFETY: a storage is plain memory plus a release step. The release callbacks and DLPack
+// deleters are required by contract to run on any thread, and the memory itself is only reached
+// through raw pointers whose synchronisation is the users' business, as in every tensor library.
+unsafe impl Send for Storage {}
+// SAFETY: shared access never mutates the storage itself (see Send).
+unsafe impl Sync for Storage {}
+
+impl Storage {
+    fn new(base: *mut u8, len: usize, device: Device, owner: Owner) -> Arc<Storage> {
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        Arc::new(Storage { base, len, device, owner })
+    }
+
+    /// Allocates `len` bytes on `device`, zeroed if asked, aligned to 256 bytes.
+    pub fn allocate(device: Device, len: usize, zeroed: bool) -> Result<Arc<Storage>> {
+        device.ensure_runtime()?;
+        if len == 0 {
+            return Ok(Storage::new(std::ptr::null_mut(), 0, device, Owner::Host(None)));
+        }
+        let layout = std::alloc::Layout::from_size_align(len, ALIGNMENT)
+            .map_err(|_| Error::invalid(format!("{len} bytes is more than any allocation can hold")))?;
+        // SAFETY: the layout has a non-zero size.
+        let base = unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
+        if base.is_null() {
+            return Err(Error::out_of_memory(format!("allocating {len} bytes on {device} failed")));
+        }
+        Ok(Storage::new(base, len, device, Owner::Host(Some(layout))))
+    }
+
+    /// Takes over memory someone else owns.
+    ///
+    /// # Safety
+    /// `[base, base + len)` must stay valid until the owner releases it (for `Foreign`: until
+    /// `release(ctx)` runs; for `Imported`: until the deleter runs).
+    pub unsafe fn borrowed(base: *mut u8, len: usize, device: Device, owner: Owner) -> Arc<Storage> {
+        Storage::new(base, len, device, owner)
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        match &mut self.owner {
+            Owner::Host(Some(layout)) => {
+                // SAFETY: `base` came from `alloc`/`alloc_zeroed` with this layout.
+                unsafe { std::alloc::dealloc(self.base, *layout) }
+            }
+            Owner::Host(None) => {}
+            Owner::Foreign { release, ctx } => {
+                if let Some(release) = release.take() {
+                    // SAFETY: the lender asked for exactly this call, once, on any thread.
+                    unsafe { release(*ctx) }
+                }
+            }
+            // Dropping the deleter (a field) runs the producer's deleter.
+            Owner::Imported(_) => {}
+        }
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_aligned_zeroed_and_counted() {
+        let before = live_allocations();
+        let s = Storage::allocate(Device::CPU, 1000, true).unwrap();
+        assert_eq!(s.base() as usize % ALIGNMENT, 0);
+        assert!(unsafe { std::slice::from_raw_parts(s.base(), 1000) }.iter().all(|&b| b == 0));
+        assert!(live_allocations() >= before + 1);
+        drop(s);
+        let z = Storage::allocate(Device::CPU, 0, false).unwrap();
+        assert!(z.base().is_null());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri reports huge allocations as resource exhaustion")]
+    fn impossible_allocations_fail_cleanly() {
+        let Err(e) = Storage::allocate(Device::CPU, 1 << 46, false) else { panic!("64 TiB allocated") };
+        assert_eq!(e.kind, crate::error::ErrorKind::OutOfMemory);
+    }
+}

@@ -1,0 +1,391 @@
+//! Tensor: a storage, a strided layout over it, a dtype and a read-only bit. Aliases and views
+//! share the storage; copies, casts and device moves make a new one.
+
+use std::sync::Arc;
+
+use crate::copy::copy_strided;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::{Layout, Span, row_major_strides};
+use crate::storage::{Owner, Storage};
+
+/// A tensor. Cloning it is an alias: same memory, one more reference to the storage.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    /// The first element (NULL allowed only when the tensor has no elements).
+    data: *mut u8,
+    layout: Layout,
+    dtype: DType,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape())
+            .field("strides", &self.strides())
+            .field("dtype", &self.dtype.name())
+            .field("device", &self.device().to_string())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+// SAFETY: `data` points into `storage`, which is Send + Sync; the pointer itself is never used to
+// mutate anything the Tensor owns.
+unsafe impl Send for Tensor {}
+// SAFETY: as for Send.
+unsafe impl Sync for Tensor {}
+
+impl Tensor {
+    /// A new uninitialised (or zeroed) row-major tensor on `device`.
+    pub fn empty(shape: &[i64], dtype: DType, device: Device, zeroed: bool) -> Result<Tensor> {
+        let layout = Layout::new(shape, None, dtype.itemsize())?;
+        let storage = Storage::allocate(device, layout.numel() * dtype.itemsize(), zeroed)?;
+        let data = storage.base();
+        Ok(Tensor { storage, data, layout, dtype, read_only: false })
+    }
+
+    /// Wraps memory that someone else owns. Everything is validated before the owner is
+    /// recorded: when this fails, `owner` is handed back untouched so that the caller decides
+    /// what happens to it (the C API must not release lent memory on failure; an import must
+    /// run the producer's deleter).
+    ///
+    /// # Safety
+    /// Every element the layout describes from `data` must be valid memory on `device` for as
+    /// long as `owner` has not released it.
+    pub unsafe fn from_borrowed(
+        data: *mut u8,
+        shape: &[i64],
+        strides: Option<&[i64]>,
+        dtype: DType,
+        device: Device,
+        read_only: bool,
+        owner: Owner,
+    ) -> std::result::Result<Tensor, (Error, Owner)> {
+        let checked = Layout::new(shape, strides, dtype.itemsize())
+            .and_then(|layout| reached_bytes(data, &layout, dtype).map(|range| (layout, range)));
+        let (layout, (base, len)) = match checked {
+            Ok(ok) => ok,
+            Err(e) => return Err((e, owner)),
+        };
+        // SAFETY: the caller vouches for the memory; `base`/`len` are exactly what the layout reaches.
+        let storage = unsafe { Storage::borrowed(base, len, device, owner) };
+        Ok(Tensor { storage, data, layout, dtype, read_only })
+    }
+
+    /// Puts a layout on an existing storage (the re-import of one of our own exports). The
+    /// layout must lie inside the storage.
+    pub fn on_storage(
+        storage: Arc<Storage>,
+        data: *mut u8,
+        shape: &[i64],
+        strides: Option<&[i64]>,
+        dtype: DType,
+        read_only: bool,
+    ) -> Result<Tensor> {
+        let layout = Layout::new(shape, strides, dtype.itemsize())?;
+        // Zero-element exports carry NULL data; such a tensor sits at the start of the storage.
+        let data = if data.is_null() && layout.numel() == 0 { storage.base() } else { data };
+        let first = offset_in(&storage, data)
+            .ok_or_else(|| Error::invalid("the data pointer lies outside the exported memory"))?;
+        check_inside(&storage, first, &layout, dtype, 0)?;
+        Ok(Tensor { storage, data, layout, dtype, read_only })
+    }
+
+    pub fn shape(&self) -> &[i64] {
+        self.layout.shape()
+    }
+    pub fn strides(&self) -> &[i64] {
+        self.layout.strides()
+    }
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> Device {
+        self.storage.device()
+    }
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.layout.is_contiguous()
+    }
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+    /// The first element, for reading.
+    pub fn data_ptr(&self) -> *mut u8 {
+        self.data
+    }
+
+    /// The first element, for writing; refused on read-only tensors.
+    pub fn data_mut(&mut self) -> Result<*mut u8> {
+        if self.read_only {
+            return Err(Error::read_only("the tensor is read-only; it cannot hand out a writable pointer"));
+        }
+        Ok(self.data)
+    }
+
+    /// The same memory through a new handle.
+    pub fn alias(&self) -> Tensor {
+        self.clone()
+    }
+
+    /// A strided view; `offset` and `strides` count elements from this tensor's first element.
+    pub fn view(&self, shape: &[i64], strides: Option<&[i64]>, offset: i64) -> Result<Tensor> {
+        let layout = Layout::new(shape, strides, self.dtype.itemsize())?;
+        let first = offset_in(&self.storage, self.data).expect("a tensor's data lies in its storage");
+        let shift = i128::from(offset) * self.dtype.itemsize() as i128;
+        let new_first = check_inside(&self.storage, first, &layout, self.dtype, shift).map_err(|e| {
+            Error::invalid(format!("{} (view offset {offset}, shape {shape:?}, strides {:?})", e.message, layout.strides()))
+        })?;
+        let data = self.storage.base().wrapping_add(new_first);
+        Ok(Tensor { storage: self.storage.clone(), data, layout, dtype: self.dtype, read_only: self.read_only })
+    }
+
+    /// A row-major, writable, independent copy on the same device.
+    pub fn copy(&self) -> Result<Tensor> {
+        self.copy_to(self.device())
+    }
+
+    /// A row-major, writable copy on `device` (always new memory).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        self.copy_to(device)
+    }
+
+    fn copy_to(&self, device: Device) -> Result<Tensor> {
+        if !self.device().is_host_accessible() {
+            self.device().ensure_runtime()?;
+        }
+        let out = Tensor::empty(self.shape(), self.dtype, device, false)?;
+        if !(self.device().is_host_accessible() && device.is_host_accessible()) {
+            return Err(Error::device(format!("copying from {} to {device} needs a device runtime", self.device())));
+        }
+        let size = self.dtype.itemsize();
+        let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
+        let src_strides = byte_strides(self.strides(), size);
+        let dst_strides = byte_strides(out.strides(), size);
+        // SAFETY: the source layout was validated against its storage, the destination is a new
+        // row-major allocation of the same shape, and the two cannot overlap.
+        unsafe { copy_strided(self.data, &src_strides, out.data, &dst_strides, &shape, size) };
+        Ok(out)
+    }
+
+    /// A converting copy (row-major, writable) on the same device.
+    pub fn cast(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype {
+            return self.copy();
+        }
+        let castable = "casts convert between bool, int8..int64, uint8..uint64, float16, bfloat16, \
+                        float32, float64, complex64 and complex128";
+        let from = self.dtype.scalar().ok_or_else(|| {
+            Error::unsupported(format!("cannot cast from {}: {castable}", self.dtype.name()))
+        })?;
+        let to = dtype
+            .scalar()
+            .ok_or_else(|| Error::unsupported(format!("cannot cast to {}: {castable}", dtype.name())))?;
+        if from.is_complex() && !to.is_complex() {
+            return Err(Error::unsupported(format!(
+                "casting {} to {} would drop the imaginary part; take the real part explicitly",
+                from.name(),
+                to.name()
+            )));
+        }
+        if !self.device().is_host_accessible() {
+            self.device().ensure_runtime()?;
+            return Err(Error::device(format!("casting on {} needs a device runtime", self.device())));
+        }
+        let out = Tensor::empty(self.shape(), dtype, self.device(), false)?;
+        let (ssize, dsize) = (self.dtype.itemsize() as isize, dtype.itemsize() as isize);
+        // Walk rows: all dimensions but the last, odometer style.
+        let shape = self.shape();
+        let ndim = shape.len();
+        if self.numel() == 0 {
+            return Ok(out);
+        }
+        let (inner_n, inner_s) = if ndim == 0 { (1, 0) } else { (shape[ndim - 1] as usize, self.strides()[ndim - 1]) };
+        let outer = if ndim == 0 { &[][..] } else { &shape[..ndim - 1] };
+        let mut index = vec![0i64; outer.len()];
+        let mut dst = out.data;
+        loop {
+            let src_off: isize = index.iter().zip(self.strides()).map(|(&i, &s)| (i * s) as isize * ssize).sum();
+            // SAFETY: the row lies inside the validated source layout and the new destination.
+            unsafe {
+                crate::cast::convert_row(
+                    from,
+                    to,
+                    self.data.wrapping_offset(src_off),
+                    inner_s as isize * ssize,
+                    dst,
+                    dsize,
+                    inner_n,
+                )
+            };
+            dst = dst.wrapping_add(inner_n * dsize as usize);
+            let mut axis = outer.len();
+            loop {
+                if axis == 0 {
+                    return Ok(out);
+                }
+                axis -= 1;
+                index[axis] += 1;
+                if index[axis] < outer[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+    }
+
+    /// Whether the byte ranges the two tensors reach overlap, on the same device.
+    pub fn shares_memory(&self, other: &Tensor) -> bool {
+        if self.device() != other.device() {
+            return false;
+        }
+        match (self.address_range(), other.address_range()) {
+            (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
+            _ => false,
+        }
+    }
+
+    fn address_range(&self) -> Option<(usize, usize)> {
+        let Span { lo, hi } = self.layout.span(self.dtype.itemsize()).ok()??;
+        let first = self.data as usize;
+        Some((first.wrapping_add_signed(lo), first.wrapping_add_signed(hi)))
+    }
+}
+
+/// Element strides to byte strides (validated layouts cannot overflow).
+pub fn byte_strides(strides: &[i64], itemsize: usize) -> Vec<isize> {
+    strides.iter().map(|&s| s as isize * itemsize as isize).collect()
+}
+
+/// The row-major strides of `shape`, exposed for the export code.
+pub fn compact_strides(shape: &[i64]) -> Vec<i64> {
+    row_major_strides(shape)
+}
+
+/// The memory a foreign layout reaches from `data`: `(lowest byte, byte count)`. Fails on NULL
+/// data with elements, and on ranges that would wrap around the address space.
+fn reached_bytes(data: *mut u8, layout: &Layout, dtype: DType) -> Result<(*mut u8, usize)> {
+    let Some(span) = layout.span(dtype.itemsize())? else {
+        return Ok((data, 0));
+    };
+    if data.is_null() {
+        return Err(Error::invalid(format!(
+            "data is NULL but the tensor has {} element(s)",
+            layout.numel()
+        )));
+    }
+    let addr = data as usize;
+    match (addr.checked_add_signed(span.lo), addr.checked_add_signed(span.hi)) {
+        (Some(_), Some(_)) => Ok((data.wrapping_offset(span.lo), (span.hi - span.lo) as usize)),
+        _ => Err(Error::invalid(format!(
+            "the tensor reaches bytes {}..{} around its data pointer, which wraps around the address space",
+            span.lo, span.hi
+        ))),
+    }
+}
+
+/// The byte offset of `data` from the storage's base, if it lies within `[0, len]`.
+fn offset_in(storage: &Storage, data: *mut u8) -> Option<usize> {
+    let off = (data as usize).checked_sub(storage.base() as usize)?;
+    (off <= storage.len()).then_some(off)
+}
+
+/// Checks that `layout`, starting `shift` bytes after the byte offset `first`, stays inside the
+/// storage; returns the new first element's byte offset.
+fn check_inside(storage: &Storage, first: usize, layout: &Layout, dtype: DType, shift: i128) -> Result<usize> {
+    let size = dtype.itemsize() as i128;
+    let len = storage.len() as i128;
+    let start = first as i128 + shift;
+    let (lo, hi) = match layout.span(dtype.itemsize())? {
+        Some(span) => (start + span.lo as i128, start + span.hi as i128),
+        // A view without elements reaches nothing, but its pointer must still lie in the storage.
+        None => (start, start),
+    };
+    if lo < 0 || hi > len {
+        let element = if lo < 0 { lo.div_euclid(size) } else { (hi - 1).div_euclid(size) };
+        return Err(Error::invalid(format!(
+            "view element {element} lies outside the {} elements of its storage",
+            len / size
+        )));
+    }
+    Ok(start as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Scalar;
+    use crate::error::ErrorKind;
+
+    fn arange_f32(n: i64) -> Tensor {
+        let mut t = Tensor::empty(&[n], DType::F32, Device::CPU, false).unwrap();
+        let p = t.data_mut().unwrap().cast::<f32>();
+        for i in 0..n as usize {
+            unsafe { *p.add(i) = i as f32 };
+        }
+        t
+    }
+
+    fn values_f32(t: &Tensor) -> Vec<f32> {
+        let c = t.copy().unwrap();
+        unsafe { std::slice::from_raw_parts(c.data_ptr().cast::<f32>(), c.numel()) }.to_vec()
+    }
+
+    #[test]
+    fn views_share_and_copies_do_not() {
+        let t = arange_f32(6);
+        let m = t.view(&[2, 3], None, 0).unwrap();
+        let tr = m.view(&[3, 2], Some(&[1, 3]), 0).unwrap();
+        assert_eq!(values_f32(&tr), [0., 3., 1., 4., 2., 5.]);
+        assert!(tr.shares_memory(&t));
+        let rev = t.view(&[6], Some(&[-1]), 5).unwrap();
+        assert_eq!(values_f32(&rev), [5., 4., 3., 2., 1., 0.]);
+        let c = tr.copy().unwrap();
+        assert!(c.is_contiguous() && !c.shares_memory(&t));
+    }
+
+    #[test]
+    fn views_out_of_bounds_are_refused_with_the_element() {
+        let t = arange_f32(6);
+        let e = t.view(&[2, 2], None, 4).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.starts_with("view element 7 lies outside the 6 elements of its storage"), "{}", e.message);
+        let e = t.view(&[2], Some(&[-1]), 0).unwrap_err();
+        assert!(e.message.contains("view element -1"), "{}", e.message);
+        // A view of a view is bounded by the storage, not by the parent view.
+        let tail = t.view(&[2], None, 4).unwrap();
+        assert!(tail.view(&[6], None, -4).is_ok());
+        assert!(tail.view(&[0], None, 2).is_ok());
+        assert!(tail.view(&[0], None, 3).is_err());
+    }
+
+    #[test]
+    fn casts_convert_and_refuse_complex_to_real() {
+        let t = arange_f32(4).view(&[2, 2], Some(&[1, 2]), 0).unwrap();
+        let d = t.cast(Scalar::F64.dtype()).unwrap();
+        let v = unsafe { std::slice::from_raw_parts(d.data_ptr().cast::<f64>(), 4) };
+        assert_eq!(v, [0., 2., 1., 3.]);
+        let c = t.cast(Scalar::C64.dtype()).unwrap();
+        assert_eq!(c.cast(Scalar::F32.dtype()).unwrap_err().kind, ErrorKind::Unsupported);
+        let zero_d = Tensor::empty(&[], DType::F64, Device::CPU, true).unwrap();
+        assert_eq!(zero_d.cast(Scalar::I8.dtype()).unwrap().numel(), 1);
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let mut t = arange_f32(3);
+        t.read_only = true;
+        assert_eq!(t.data_mut().unwrap_err().kind, ErrorKind::ReadOnly);
+        assert!(t.view(&[1], None, 0).unwrap().is_read_only());
+        assert!(!t.copy().unwrap().is_read_only());
+    }
+}
