@@ -1,12 +1,13 @@
 //! The C boundary. Every exported function lives in this folder, one file per object:
-//! [`error`] (status codes, the last-error message, the panic-catching wrapper), [`tensor`]
-//! (creation, sharing, copying, inspection) and [`dlpack`] (export and import). Handle pointers
-//! are turned into Rust references in exactly one place, [`handle`].
+//! [`tensor`] (library information, creation, sharing, copying, inspection), [`dlpack`] (export
+//! and import) and [`error`] (status codes, the last-error message, the panic-catching wrapper).
+//! Handle pointers are turned into Rust references in exactly one place, [`handle`].
+//! (The order of the modules is the order of the declarations in the generated header.)
 
+pub mod tensor;
 pub mod dlpack;
 pub mod error;
 pub mod handle;
-pub mod tensor;
 
 pub use error::dlb_status;
 pub use handle::dlb_tensor;

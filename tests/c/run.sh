@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Builds and runs the C conformance programs three ways: plain, under valgrind, and rebuilt with
+# AddressSanitizer + UndefinedBehaviorSanitizer. Also checks that dlbridge.h and the official
+# dlpack.h can be included in either order from C11 and C++17, and that the static library links.
+#
+# Run from the repository root after `cargo build --release`; needs include/dlbridge.h and the
+# official header at build/official-dlpack/dlpack/dlpack.h (the Makefile puts it there).
+# Outputs go to build/c/. Exits non-zero if anything fails.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+LIBDIR=$ROOT/target/release
+OUT=$ROOT/build/c
+SRC=tests/c
+
+for f in "$LIBDIR/libdlbridge.so" include/dlbridge.h build/official-dlpack/dlpack/dlpack.h; do
+    if [[ ! -f $f ]]; then
+        echo "missing $f (build the library with 'cargo build --release'; the Makefile provides" \
+             "the official header)" >&2
+        exit 2
+    fi
+done
+
+CC=${CC:-gcc}
+CXX=${CXX:-g++}
+CFLAGS=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -I"$SRC")
+CXXFLAGS=(-std=c++17 -Wall -Wextra -Werror -g -Iinclude)
+OFFICIAL=(-Ibuild/official-dlpack)
+LDFLAGS=(-L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -ldlbridge -pthread)
+SANITIZE=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+
+failures=()
+section() { printf '\n==== %s ====\n' "$*"; }
+
+# build <output dir> <extra compiler flags...>: every program into that directory.
+build() {
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_api.c" -o "$dir/test_api" "${LDFLAGS[@]}"
+    "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_threads.c" -o "$dir/test_threads" "${LDFLAGS[@]}"
+    # The ABI test: ours and the official layout come from separate translation units.
+    "$CC" "${CFLAGS[@]}" "$@" -c "$SRC/test_abi_ours.c" -o "$dir/test_abi_ours.o"
+    "$CC" "${CFLAGS[@]}" "${OFFICIAL[@]}" "$@" -c "$SRC/test_abi_official.c" \
+        -o "$dir/test_abi_official.o"
+    "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_abi.c" "$dir/test_abi_ours.o" "$dir/test_abi_official.o" \
+        -o "$dir/test_abi" "${LDFLAGS[@]}"
+    local order
+    for order in a b; do
+        "$CC" "${CFLAGS[@]}" "${OFFICIAL[@]}" "$@" "$SRC/test_include_order_$order.c" \
+            -o "$dir/test_include_order_${order}_c" "${LDFLAGS[@]}"
+        "$CXX" "${CXXFLAGS[@]}" "${OFFICIAL[@]}" "$@" -x c++ "$SRC/test_include_order_$order.c" \
+            -x none -o "$dir/test_include_order_${order}_cxx" "${LDFLAGS[@]}"
+    done
+}
+
+PROGRAMS=(test_api test_threads test_abi test_include_order_a_c test_include_order_b_c
+          test_include_order_a_cxx test_include_order_b_cxx)
+
+# run <label> <command...>: runs one program, records a failure instead of stopping.
+run() {
+    local label=$1
+    shift
+    echo "--- $label"
+    local start=$SECONDS
+    if "$@"; then
+        echo "--- $label: ok ($((SECONDS - start)) s)"
+    else
+        local rc=$?
+        echo "--- $label: FAILED (exit $rc)"
+        failures+=("$label")
+    fi
+}
+
+section "build (plain)"
+build "$OUT/plain"
+
+section "build (static library)"
+# The static Rust library needs the system libraries the Rust standard library uses.
+"$CC" "${CFLAGS[@]}" "$SRC/test_api.c" -o "$OUT/plain/test_api_static" \
+    "$LIBDIR/libdlbridge.a" -pthread -ldl -lm -lrt -lgcc_s
+
+section "build (AddressSanitizer + UBSan)"
+build "$OUT/asan" "${SANITIZE[@]}"
+
+section "run (plain)"
+for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/plain/$p"; done
+run "test_api (static)" "$OUT/plain/test_api_static"
+
+section "run (valgrind)"
+if command -v valgrind >/dev/null; then
+    # Fail on any memory error and on definitely lost bytes. Reachable blocks (thread-locals,
+    # one-time runtime state) are not errors.
+    VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+              --show-leak-kinds=definite)
+    run "test_api" "${VALGRIND[@]}" "$OUT/plain/test_api"
+    run "test_threads" "${VALGRIND[@]}" "$OUT/plain/test_threads"
+    run "test_abi" "${VALGRIND[@]}" "$OUT/plain/test_abi"
+    run "test_include_order_a_c" "${VALGRIND[@]}" "$OUT/plain/test_include_order_a_c"
+    run "test_include_order_b_cxx" "${VALGRIND[@]}" "$OUT/plain/test_include_order_b_cxx"
+else
+    echo "valgrind not found" >&2
+    failures+=("valgrind missing")
+fi
+
+section "run (AddressSanitizer + UBSan)"
+# allocator_may_return_null: the out-of-memory test asks for 128 TiB and expects a status, not
+# an ASan abort.
+export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/asan/$p"; done
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+section "summary"
+if ((${#failures[@]})); then
+    printf 'FAILED: %s\n' "${failures[@]}"
+    exit 1
+fi
+echo "all C tests passed"

@@ -1,0 +1,523 @@
+//! Integration tests that call the exported `extern "C"` functions exactly as C does: raw
+//! pointers, out-parameters, status codes, `dlb_last_error`, foreign deleters. They also run
+//! under Miri (`make test-miri`), which checks every raw-pointer access they cause.
+
+use std::ffi::{CStr, c_void};
+use std::ptr::{null, null_mut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use dlbridge::abi::*;
+use dlbridge::ffi::dlpack::*;
+use dlbridge::ffi::tensor::*;
+use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
+
+/// `dlb_live_allocations` is process-wide: tests that check it run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the lock and checks on drop that every buffer a test made is gone again.
+struct LeakCheck {
+    start: i64,
+    _guard: MutexGuard<'static, ()>,
+}
+
+fn leak_check() -> LeakCheck {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    LeakCheck { start: dlb_live_allocations(), _guard: guard }
+}
+
+impl Drop for LeakCheck {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(dlb_live_allocations(), self.start, "a test leaked a data buffer");
+        }
+    }
+}
+
+const CPU: DLDevice = DLDevice { device_type: DLDeviceType(1), device_id: 0 };
+
+fn dt(code: u8, bits: u8) -> DLDataType {
+    DLDataType { code: DLDataTypeCode(code), bits, lanes: 1 }
+}
+fn f32t() -> DLDataType {
+    dt(2, 32)
+}
+fn f64t() -> DLDataType {
+    dt(2, 64)
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(dlb_last_error()) }.to_string_lossy().into_owned()
+}
+
+/// Asserts a status, and for failures that the message is set and mentions `needle`.
+#[track_caller]
+fn expect(status: dlb_status, want: dlb_status, needle: &str) {
+    assert_eq!(status, want, "last error: {}", last_error());
+    if want != DLB_OK {
+        let msg = last_error();
+        assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+    }
+}
+
+fn ok(status: dlb_status) {
+    expect(status, DLB_OK, "");
+}
+
+fn zeros(shape: &[i64], dtype: DLDataType) -> *mut dlb_tensor {
+    let mut t = null_mut();
+    ok(unsafe { dlb_tensor_zeros(shape.as_ptr(), shape.len() as i32, dtype, CPU, &mut t) });
+    t
+}
+
+/// A float32 tensor holding 0, 1, 2, … in row-major order.
+fn arange(shape: &[i64]) -> *mut dlb_tensor {
+    let t = zeros(shape, f32t());
+    let n: i64 = shape.iter().product();
+    let mut p = null_mut();
+    ok(unsafe { dlb_tensor_data_mut(t, &mut p) });
+    for i in 0..n as usize {
+        unsafe { *p.cast::<f32>().add(i) = i as f32 };
+    }
+    t
+}
+
+fn dl<'a>(t: *const dlb_tensor) -> &'a DLTensor {
+    unsafe { &*dlb_tensor_dltensor(t) }
+}
+
+/// Reads every element of a float32 tensor in row-major order through its DLTensor.
+fn read_f32(t: *const dlb_tensor) -> Vec<f32> {
+    let d = dl(t);
+    let shape = unsafe { std::slice::from_raw_parts(d.shape, d.ndim as usize) };
+    let strides = unsafe { std::slice::from_raw_parts(d.strides, d.ndim as usize) };
+    let n: i64 = shape.iter().product();
+    let mut out = Vec::new();
+    for flat in 0..n {
+        let (mut rem, mut off) = (flat, 0i64);
+        for a in (0..shape.len()).rev() {
+            off += (rem % shape[a]) * strides[a];
+            rem /= shape[a];
+        }
+        out.push(unsafe { *d.data.cast::<f32>().offset(off as isize) });
+    }
+    out
+}
+
+fn free(ts: &[*mut dlb_tensor]) {
+    for &t in ts {
+        unsafe { dlb_tensor_free(t) };
+    }
+}
+
+#[test]
+fn version_error_and_cuda_count() {
+    let v = unsafe { CStr::from_ptr(dlb_version()) }.to_str().unwrap();
+    assert_eq!(v.split('.').filter(|p| p.parse::<u32>().is_ok()).count(), 3, "{v}");
+    assert_eq!(dlb_cuda_device_count(), 0);
+}
+
+#[test]
+fn alias_and_view_share_copy_does_not() {
+    let _l = leak_check();
+    let t = arange(&[2, 3]);
+    let (mut a, mut v, mut c) = (null_mut(), null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_alias(t, &mut a) });
+    let (shape, strides) = ([3i64, 2], [1i64, 3]);
+    ok(unsafe { dlb_tensor_view(t, shape.as_ptr(), strides.as_ptr(), 2, 0, &mut v) });
+    ok(unsafe { dlb_tensor_copy(v, &mut c) });
+    assert_eq!(read_f32(v), [0., 3., 1., 4., 2., 5.]);
+    assert_eq!(read_f32(c), [0., 3., 1., 4., 2., 5.]);
+    assert!(unsafe { dlb_tensor_is_contiguous(c) && !dlb_tensor_is_contiguous(v) });
+    // Write through the alias: the original and the view see it, the copy does not.
+    let mut p = null_mut();
+    ok(unsafe { dlb_tensor_data_mut(a, &mut p) });
+    unsafe { *p.cast::<f32>().add(1) = 42.0 };
+    assert_eq!(read_f32(t)[1], 42.0);
+    assert_eq!(read_f32(v)[2], 42.0);
+    assert_eq!(read_f32(c)[2], 1.0);
+    unsafe {
+        assert!(dlb_tensor_shares_memory(t, a) && dlb_tensor_shares_memory(t, v));
+        assert!(!dlb_tensor_shares_memory(t, c));
+    }
+    free(&[t, a, v, c]);
+}
+
+#[test]
+fn creation_is_aligned_zeroed_and_keeps_dtype() {
+    let _l = leak_check();
+    let t = zeros(&[3, 5], f64t());
+    let d = dl(t);
+    assert_eq!(d.data as usize % 256, 0);
+    assert_eq!((d.dtype.code.0, d.dtype.bits, d.dtype.lanes), (2, 64, 1));
+    assert_eq!(d.byte_offset, 0);
+    assert_eq!(unsafe { std::slice::from_raw_parts(d.strides, 2) }, [5, 1]);
+    assert!(unsafe { std::slice::from_raw_parts(d.data.cast::<f64>(), 15) }.iter().all(|&x| x == 0.0));
+    // 0-d with NULL shape, and a zero-size tensor.
+    let (mut s, mut z) = (null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_empty(null(), 0, f32t(), CPU, &mut s) });
+    assert_eq!(dl(s).ndim, 0);
+    ok(unsafe { dlb_tensor_empty([0i64, 4].as_ptr(), 2, f32t(), CPU, &mut z) });
+    assert!(unsafe { dlb_tensor_is_contiguous(z) && !dlb_tensor_shares_memory(z, z) });
+    free(&[t, s, z]);
+}
+
+#[test]
+fn bad_arguments_give_status_message_and_null_out() {
+    let _l = leak_check();
+    let t = arange(&[6]);
+    let mut out = 1usize as *mut dlb_tensor; // must be overwritten with NULL
+    let shape = [2i64, 2];
+    expect(unsafe { dlb_tensor_view(t, shape.as_ptr(), null(), 2, 4, &mut out) }, DLB_ERR_INVALID_ARGUMENT,
+        "view element 7 lies outside the 6 elements of its storage");
+    assert!(out.is_null());
+    expect(unsafe { dlb_tensor_alias(null(), &mut out) }, DLB_ERR_INVALID_ARGUMENT, "t is NULL");
+    expect(unsafe { dlb_tensor_alias(t, null_mut()) }, DLB_ERR_INVALID_ARGUMENT, "out is NULL");
+    expect(unsafe { dlb_tensor_empty(null(), 2, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "shape is NULL");
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 65, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "ndim");
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), -1, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "ndim");
+    expect(unsafe { dlb_tensor_empty([-1i64].as_ptr(), 1, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "shape[0] is -1");
+    expect(unsafe { dlb_tensor_empty([1i64 << 62, 1 << 62].as_ptr(), 2, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT, "bytes");
+    let lanes0 = DLDataType { code: DLDataTypeCode(2), bits: 32, lanes: 0 };
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, lanes0, CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "lanes");
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(99, 8), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "code 99");
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 7), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "7 bits");
+    let cuda = DLDevice { device_type: DLDeviceType(2), device_id: 0 };
+    let vulkan = DLDevice { device_type: DLDeviceType(7), device_id: 0 };
+    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, f32t(), cuda, &mut out) }, DLB_ERR_DEVICE, "CUDA");
+    expect(unsafe { dlb_tensor_to_device(t, cuda, &mut out) }, DLB_ERR_DEVICE, "CUDA");
+    expect(unsafe { dlb_tensor_to_device(t, vulkan, &mut out) }, DLB_ERR_UNSUPPORTED, "kDLVulkan");
+    expect(unsafe { dlb_tensor_cast(t, dt(3, 64), &mut out) }, DLB_ERR_UNSUPPORTED, "kDLOpaqueHandle");
+    assert!(out.is_null());
+    unsafe {
+        dlb_tensor_free(null_mut());
+        assert!(dlb_tensor_dltensor(null()).is_null());
+        assert!(!dlb_tensor_is_read_only(null()) && !dlb_tensor_shares_memory(t, null()));
+    }
+    free(&[t]);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri reports huge allocations as resource exhaustion")]
+fn impossible_allocation_is_out_of_memory_and_the_library_keeps_working() {
+    let _l = leak_check();
+    let mut out = null_mut();
+    expect(unsafe { dlb_tensor_empty([1i64 << 44].as_ptr(), 1, f32t(), CPU, &mut out) },
+        DLB_ERR_OUT_OF_MEMORY, "allocating");
+    assert!(out.is_null());
+    free(&[arange(&[4])]);
+}
+
+#[test]
+fn to_device_cpu_copies_and_cast_converts() {
+    let _l = leak_check();
+    let t = arange(&[2, 2]);
+    let (mut c, mut d, mut back, mut cplx, mut bad) = (null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_to_device(t, CPU, &mut c) });
+    assert!(!unsafe { dlb_tensor_shares_memory(t, c) });
+    ok(unsafe { dlb_tensor_cast(t, f64t(), &mut d) });
+    let dd = dl(d);
+    assert_eq!(dd.dtype.bits, 64);
+    assert_eq!(unsafe { std::slice::from_raw_parts(dd.data.cast::<f64>(), 4) }, [0., 1., 2., 3.]);
+    ok(unsafe { dlb_tensor_cast(d, f32t(), &mut back) });
+    assert_eq!(read_f32(back), [0., 1., 2., 3.]);
+    ok(unsafe { dlb_tensor_cast(t, dt(5, 64), &mut cplx) });
+    expect(unsafe { dlb_tensor_cast(cplx, f32t(), &mut bad) }, DLB_ERR_UNSUPPORTED, "imaginary");
+    free(&[t, c, d, back, cplx]);
+}
+
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+unsafe extern "C" fn count_release(ctx: *mut c_void) {
+    RELEASED.fetch_add(1, Ordering::SeqCst);
+    drop(unsafe { Box::from_raw(ctx.cast::<[f32; 6]>()) });
+}
+
+#[test]
+fn wrapped_memory_is_released_once_after_the_last_user() {
+    let _l = leak_check();
+    RELEASED.store(0, Ordering::SeqCst);
+    let buf = Box::into_raw(Box::new([1f32, 2., 3., 4., 5., 6.]));
+    let shape = [2i64, 3];
+    let mut t = null_mut();
+    ok(unsafe {
+        dlb_tensor_from_data(buf.cast(), shape.as_ptr(), null(), 2, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
+    });
+    let (mut a, mut mt) = (null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_alias(t, &mut a) });
+    ok(unsafe { dlb_tensor_to_dlpack_versioned(t, false, &mut mt) });
+    free(&[t, a]);
+    assert_eq!(RELEASED.load(Ordering::SeqCst), 0, "the export still uses the memory");
+    assert_eq!(unsafe { *(*mt).dl_tensor.data.cast::<f32>().add(5) }, 6.0);
+    unsafe { ((*mt).deleter.unwrap())(mt) };
+    assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+
+    // On failure the release is not called: the memory is still the caller's.
+    let buf = Box::into_raw(Box::new([0f32; 6]));
+    expect(unsafe {
+        dlb_tensor_from_data(buf.cast(), [-2i64].as_ptr(), null(), 1, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
+    }, DLB_ERR_INVALID_ARGUMENT, "shape[0] is -2");
+    assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+    expect(unsafe {
+        dlb_tensor_from_data(null_mut(), shape.as_ptr(), null(), 2, f32t(), CPU, false, None, null_mut(), &mut t)
+    }, DLB_ERR_INVALID_ARGUMENT, "data is NULL");
+    drop(unsafe { Box::from_raw(buf) });
+}
+
+#[test]
+fn read_only_data_stays_read_only() {
+    let _l = leak_check();
+    let buf = [1f32, 2., 3.];
+    let mut t = null_mut();
+    ok(unsafe {
+        dlb_tensor_from_data(buf.as_ptr().cast_mut().cast(), [3i64].as_ptr(), null(), 1, f32t(), CPU, true, None, null_mut(), &mut t)
+    });
+    let (mut p, mut legacy, mut shared, mut copied, mut a, mut c) =
+        (null_mut(), null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
+    expect(unsafe { dlb_tensor_data_mut(t, &mut p) }, DLB_ERR_READ_ONLY, "read-only");
+    expect(unsafe { dlb_tensor_to_dlpack(t, &mut legacy) }, DLB_ERR_READ_ONLY, "read-only");
+    assert!(legacy.is_null());
+    ok(unsafe { dlb_tensor_to_dlpack_versioned(t, false, &mut shared) });
+    ok(unsafe { dlb_tensor_to_dlpack_versioned(t, true, &mut copied) });
+    unsafe {
+        assert_eq!((*shared).flags.bits(), FLAG_READ_ONLY);
+        assert_eq!((*copied).flags.bits(), FLAG_IS_COPIED);
+        ok(dlb_tensor_alias(t, &mut a));
+        ok(dlb_tensor_copy(t, &mut c));
+        assert!(dlb_tensor_is_read_only(a) && !dlb_tensor_is_read_only(c));
+        // Re-importing the read-only export keeps it read-only.
+        let mut back = null_mut();
+        ok(dlb_tensor_from_dlpack_versioned(shared, &mut back));
+        assert!(dlb_tensor_is_read_only(back));
+        ((*copied).deleter.unwrap())(copied);
+        free(&[t, a, c, back]);
+    }
+}
+
+#[test]
+fn exports_fold_offsets_and_carry_strides() {
+    let _l = leak_check();
+    let t = arange(&[3, 4]);
+    let mut v = null_mut();
+    // Rows 1..3, columns reversed.
+    ok(unsafe { dlb_tensor_view(t, [2i64, 4].as_ptr(), [4i64, -1].as_ptr(), 2, 7, &mut v) });
+    let (mut mt, mut legacy) = (null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_to_dlpack_versioned(v, false, &mut mt) });
+    ok(unsafe { dlb_tensor_to_dlpack(v, &mut legacy) });
+    unsafe {
+        let d = &(*mt).dl_tensor;
+        assert_eq!(((*mt).version.major, (*mt).version.minor), (1, 3));
+        assert_eq!((*mt).flags.bits(), 0);
+        assert_eq!(d.byte_offset, 0);
+        assert_eq!(*d.data.cast::<f32>(), 7.0);
+        assert_eq!(std::slice::from_raw_parts(d.strides, 2), [4, -1]);
+        assert_eq!((*legacy).dl_tensor.data, d.data);
+        free(&[t, v]);
+        // Both exports keep the memory alive on their own.
+        assert_eq!(*d.data.cast::<f32>().offset(-3), 4.0);
+        ((*mt).deleter.unwrap())(mt);
+        ((*legacy).deleter.unwrap())(legacy);
+    }
+}
+
+/// A foreign producer: a boxed managed tensor whose deleter counts its calls.
+struct Foreign {
+    data: Vec<f64>,
+    shape: Vec<i64>,
+    strides: Vec<i64>,
+}
+static DELETED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn delete_foreign_v(mt: *mut DLManagedTensorVersioned) {
+    DELETED.fetch_add(1, Ordering::SeqCst);
+    unsafe {
+        drop(Box::from_raw((*mt).manager_ctx.cast::<Foreign>()));
+        drop(Box::from_raw(mt));
+    }
+}
+unsafe extern "C" fn delete_foreign_l(mt: *mut DLManagedTensor) {
+    DELETED.fetch_add(1, Ordering::SeqCst);
+    unsafe {
+        drop(Box::from_raw((*mt).manager_ctx.cast::<Foreign>()));
+        drop(Box::from_raw(mt));
+    }
+}
+
+fn foreign_tensor(n: usize) -> (DLTensor, *mut Foreign) {
+    let mut f = Box::new(Foreign {
+        data: (0..n).map(|i| i as f64).collect(),
+        shape: vec![n as i64],
+        strides: vec![1],
+    });
+    let t = DLTensor {
+        data: f.data.as_mut_ptr().cast(),
+        device: CPU,
+        ndim: 1,
+        dtype: f64t(),
+        shape: f.shape.as_mut_ptr(),
+        strides: f.strides.as_mut_ptr(),
+        byte_offset: 0,
+    };
+    (t, Box::into_raw(f))
+}
+
+fn foreign_versioned(n: usize, minor: u32, edit: impl FnOnce(&mut DLManagedTensorVersioned)) -> *mut DLManagedTensorVersioned {
+    let (t, ctx) = foreign_tensor(n);
+    let mut mt = DLManagedTensorVersioned {
+        version: DLPackVersion { major: 1, minor },
+        manager_ctx: ctx.cast(),
+        deleter: Some(delete_foreign_v),
+        flags: DlpackFlags::empty(),
+        dl_tensor: t,
+    };
+    edit(&mut mt);
+    Box::into_raw(Box::new(mt))
+}
+
+#[test]
+fn foreign_imports_share_and_delete_once_with_the_last_user() {
+    let _l = leak_check();
+    DELETED.store(0, Ordering::SeqCst);
+    let start = dlb_live_allocations();
+    let mt = foreign_versioned(4, 3, |m| m.dl_tensor.byte_offset = 8);
+    let data = unsafe { (*mt).dl_tensor.data };
+    let mut t = null_mut();
+    // byte_offset 8 skips one float64, so the tensor sees 1, 2, 3 (shape says 4: make it 3).
+    unsafe { *(*mt).dl_tensor.shape = 3 };
+    ok(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut t) });
+    assert_eq!(dlb_live_allocations(), start + 1);
+    let d = dl(t);
+    assert_eq!(d.data, data.wrapping_byte_add(8));
+    assert_eq!(d.byte_offset, 0);
+    assert_eq!(unsafe { *d.data.cast::<f64>() }, 1.0);
+    assert_eq!((d.dtype.code.0, d.dtype.bits), (2, 64));
+    let (mut a, mut re, mut back) = (null_mut(), null_mut(), null_mut());
+    ok(unsafe { dlb_tensor_alias(t, &mut a) });
+    ok(unsafe { dlb_tensor_to_dlpack_versioned(t, false, &mut re) });
+    ok(unsafe { dlb_tensor_from_dlpack_versioned(re, &mut back) });
+    assert_eq!(dlb_live_allocations(), start + 1, "re-importing our own export adds nothing");
+    free(&[t, a]);
+    assert_eq!(DELETED.load(Ordering::SeqCst), 0);
+    free(&[back]);
+    assert_eq!(DELETED.load(Ordering::SeqCst), 1);
+
+    // Legacy producer with NULL strides (allowed before DLPack 1.2).
+    let (mut lt, ctx) = foreign_tensor(2);
+    lt.strides = null_mut();
+    let legacy = Box::into_raw(Box::new(DLManagedTensor { dl_tensor: lt, manager_ctx: ctx.cast(), deleter: Some(delete_foreign_l) }));
+    ok(unsafe { dlb_tensor_from_dlpack(legacy, &mut t) });
+    assert_eq!(unsafe { std::slice::from_raw_parts(dl(t).strides, 1) }, [1]);
+    free(&[t]);
+    assert_eq!(DELETED.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn refused_imports_have_already_run_the_deleter() {
+    let _l = leak_check();
+    type Edit = fn(&mut DLManagedTensorVersioned);
+    let cases: &[(&str, u32, Edit, dlb_status, &str)] = &[
+        ("major 2", 3, |m| m.version.major = 2, DLB_ERR_VERSION, "major version 2"),
+        ("ndim 65", 3, |m| m.dl_tensor.ndim = 65, DLB_ERR_INVALID_ARGUMENT, "ndim"),
+        ("ndim -1", 3, |m| m.dl_tensor.ndim = -1, DLB_ERR_INVALID_ARGUMENT, "ndim"),
+        ("NULL shape", 3, |m| m.dl_tensor.shape = null_mut(), DLB_ERR_INVALID_ARGUMENT, "shape is NULL"),
+        ("NULL strides 1.3", 3, |m| m.dl_tensor.strides = null_mut(), DLB_ERR_INVALID_ARGUMENT, "strides is NULL"),
+        ("NULL data", 3, |m| m.dl_tensor.data = null_mut(), DLB_ERR_INVALID_ARGUMENT, "data is NULL"),
+        ("lanes 0", 3, |m| m.dl_tensor.dtype.lanes = 0, DLB_ERR_INVALID_ARGUMENT, "lanes"),
+        ("code 99", 3, |m| m.dl_tensor.dtype.code = DLDataTypeCode(99), DLB_ERR_INVALID_ARGUMENT, "code 99"),
+        ("device 99", 3, |m| m.dl_tensor.device.device_type = DLDeviceType(99), DLB_ERR_INVALID_ARGUMENT, "device type 99"),
+        ("device id -1", 3, |m| m.dl_tensor.device.device_id = -1, DLB_ERR_INVALID_ARGUMENT, "negative"),
+        ("byte offset", 3, |m| m.dl_tensor.byte_offset = u64::MAX, DLB_ERR_INVALID_ARGUMENT, "byte_offset"),
+        ("strides out of range", 3, |m| unsafe { *m.dl_tensor.strides = i64::MAX / 2 }, DLB_ERR_INVALID_ARGUMENT, "reaches"),
+    ];
+    for &(what, minor, edit, status, needle) in cases {
+        DELETED.store(0, Ordering::SeqCst);
+        let mt = foreign_versioned(4, minor, edit);
+        let mut out = 1usize as *mut dlb_tensor;
+        expect(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut out) }, status, needle);
+        assert!(out.is_null(), "{what}");
+        assert_eq!(DELETED.load(Ordering::SeqCst), 1, "{what}: the deleter must have run once");
+    }
+    // Negative extents and overflowing byte sizes need a writable shape.
+    for (shape0, needle) in [(-3i64, "shape[0] is -3"), (1i64 << 62, "bytes")] {
+        DELETED.store(0, Ordering::SeqCst);
+        let mt = foreign_versioned(4, 3, |_| {});
+        unsafe { *(*mt).dl_tensor.shape = shape0 };
+        let mut out = null_mut();
+        expect(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut out) }, DLB_ERR_INVALID_ARGUMENT, needle);
+        assert_eq!(DELETED.load(Ordering::SeqCst), 1);
+    }
+    // NULL strides from a 1.1 producer are fine; NULL mt and NULL out are refused cleanly.
+    DELETED.store(0, Ordering::SeqCst);
+    let mut out = null_mut();
+    ok(unsafe { dlb_tensor_from_dlpack_versioned(foreign_versioned(4, 1, |m| m.dl_tensor.strides = null_mut()), &mut out) });
+    free(&[out]);
+    expect(unsafe { dlb_tensor_from_dlpack_versioned(null_mut(), &mut out) }, DLB_ERR_INVALID_ARGUMENT, "NULL");
+    expect(unsafe { dlb_tensor_from_dlpack_versioned(foreign_versioned(4, 3, |_| {}), null_mut()) },
+        DLB_ERR_INVALID_ARGUMENT, "out is NULL");
+    assert_eq!(DELETED.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn threads_alias_export_and_free_the_same_tensor() {
+    let _l = leak_check();
+    RELEASED.store(0, Ordering::SeqCst);
+    let buf = Box::into_raw(Box::new([0f32; 6]));
+    let mut t = null_mut();
+    ok(unsafe {
+        dlb_tensor_from_data(buf.cast(), [6i64].as_ptr(), null(), 1, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
+    });
+    let shared = t as usize;
+    let iterations = if cfg!(miri) { 3 } else { 2000 };
+    let exports: Vec<usize> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(move || {
+                    let t = shared as *const dlb_tensor;
+                    let mut kept = Vec::new();
+                    for i in 0..iterations {
+                        let (mut a, mut v, mut mt, mut back) = (null_mut(), null_mut(), null_mut(), null_mut());
+                        ok(unsafe { dlb_tensor_alias(t, &mut a) });
+                        ok(unsafe { dlb_tensor_view(a, [3i64].as_ptr(), [2i64].as_ptr(), 1, 0, &mut v) });
+                        ok(unsafe { dlb_tensor_to_dlpack_versioned(v, false, &mut mt) });
+                        if i % 2 == 0 {
+                            ok(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut back) });
+                            free(&[back]);
+                        } else {
+                            kept.push(mt as usize); // deleted later, on another thread
+                        }
+                        free(&[a, v]);
+                    }
+                    kept
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    free(&[t]);
+    assert_eq!(RELEASED.load(Ordering::SeqCst), 0, "exports still hold the memory");
+    std::thread::spawn(move || {
+        for mt in exports {
+            let mt = mt as *mut DLManagedTensorVersioned;
+            unsafe { ((*mt).deleter.unwrap())(mt) };
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads a file; Miri isolates the file system")]
+fn header_declares_every_contract_function() {
+    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/dlbridge.h")).unwrap();
+    for name in [
+        "dlb_version", "dlb_last_error", "dlb_live_allocations", "dlb_cuda_device_count", "dlb_tensor_empty",
+        "dlb_tensor_zeros", "dlb_tensor_from_data", "dlb_tensor_alias", "dlb_tensor_view", "dlb_tensor_copy",
+        "dlb_tensor_cast", "dlb_tensor_to_device", "dlb_tensor_free", "dlb_tensor_dltensor", "dlb_tensor_is_read_only",
+        "dlb_tensor_is_contiguous", "dlb_tensor_shares_memory", "dlb_tensor_data_mut",
+        "dlb_tensor_to_dlpack_versioned", "dlb_tensor_to_dlpack", "dlb_tensor_from_dlpack_versioned",
+        "dlb_tensor_from_dlpack",
+    ] {
+        assert!(header.contains(&format!("{name}(")), "{name} missing from include/dlbridge.h");
+    }
+}
