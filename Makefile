@@ -39,6 +39,16 @@ $(OFFICIAL_DLPACK):
 	  torch==$(TORCH_WHEEL_VERSION) -d build/wheels
 	$(PYTHON) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('build/wheels/torch-$(TORCH_WHEEL_VERSION)-*.whl')[0]); open('$@', 'wb').write(z.read('torch/include/ATen/dlpack.h'))"
 
+VENV := .venv
+NUMPY_VERSION := 2.4.6
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet numpy==$(NUMPY_VERSION)
+
+bench: build $(VENV)/bin/python
+	$(VENV)/bin/python bench/copy_bench.py
+
 demo: build
 	bash examples/c/run.sh
 

@@ -145,6 +145,12 @@ struct Mini {
 const F16: Mini = Mini { exp_bits: 5, man_bits: 10 };
 const BF16: Mini = Mini { exp_bits: 8, man_bits: 7 };
 
+/// 2^e, exactly, for the normal range of f64 (built from bits: `powi` may be inexact).
+fn pow2(e: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&e));
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
 fn minifloat_to_f64(bits: u32, m: Mini) -> f64 {
     let sign = if bits >> (m.exp_bits + m.man_bits) & 1 == 1 { -1.0 } else { 1.0 };
     let exp_max = (1u32 << m.exp_bits) - 1;
@@ -154,9 +160,9 @@ fn minifloat_to_f64(bits: u32, m: Mini) -> f64 {
     let value = if e == exp_max {
         if man == 0 { f64::INFINITY } else { f64::NAN }
     } else if e == 0 {
-        f64::from(man) * 2f64.powi(1 - bias - m.man_bits as i32)
+        f64::from(man) * pow2(1 - bias - m.man_bits as i32)
     } else {
-        f64::from(man | (1 << m.man_bits)) * 2f64.powi(e as i32 - bias - m.man_bits as i32)
+        f64::from(man | (1 << m.man_bits)) * pow2(e as i32 - bias - m.man_bits as i32)
     };
     sign * value
 }
@@ -178,11 +184,11 @@ fn f64_to_minifloat(x: f64, m: Mini) -> u32 {
     if e < emin {
         // Subnormal in the target: count quanta of 2^(emin - man_bits). A count that rounds up
         // to 2^man_bits is exactly the smallest normal, which the same encoding expresses.
-        let q = (a / 2f64.powi(emin - m.man_bits as i32)).round_ties_even() as u32;
+        let q = (a / pow2(emin - m.man_bits as i32)).round_ties_even() as u32;
         return sign | q;
     }
     let mut e = e;
-    let mut q = (a / 2f64.powi(e - m.man_bits as i32)).round_ties_even() as u64;
+    let mut q = (a / pow2(e - m.man_bits as i32)).round_ties_even() as u64;
     if q == 1 << (m.man_bits + 1) {
         e += 1;
         q >>= 1;

@@ -277,10 +277,13 @@ mod tests {
 
     #[test]
     fn contiguous_rows_transposes_and_reversals() {
+        // Miri is slow: there the ragged-tile case runs for one element size only.
         for itemsize in [1, 2, 3, 4, 8, 16] {
             check(&[6, 5], &[5, 1], 0, itemsize, 30);
             check(&[5, 6], &[1, 5], 0, itemsize, 30); // transpose
-            check(&[37, 41], &[1, 37], 0, itemsize, 37 * 41); // transpose, ragged tiles
+            if !cfg!(miri) || itemsize == 4 {
+                check(&[37, 41], &[1, 37], 0, itemsize, 37 * 41); // transpose, ragged tiles
+            }
             check(&[3, 4], &[8, 1], 2, itemsize, 30); // slice rows with offset
             check(&[7], &[-1], 6, itemsize, 7); // reversed
             check(&[4, 3], &[-3, 1], 9, itemsize, 12); // flipped rows

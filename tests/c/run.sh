@@ -31,7 +31,11 @@ LDFLAGS=(-L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -ldlbridge -pthread)
 SANITIZE=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
 failures=()
-section() { printf '\n==== %s ====\n' "$*"; }
+MODE=""
+section() {
+    MODE=$*
+    printf '\n==== %s ====\n' "$*"
+}
 
 # build <output dir> <extra compiler flags...>: every program into that directory.
 build() {
@@ -69,7 +73,7 @@ run() {
     else
         local rc=$?
         echo "--- $label: FAILED (exit $rc)"
-        failures+=("$label")
+        failures+=("$MODE: $label")
     fi
 }
 
@@ -77,9 +81,9 @@ section "build (plain)"
 build "$OUT/plain"
 
 section "build (static library)"
-# The static Rust library needs the system libraries the Rust standard library uses.
+# The system libraries the Rust standard library needs (rustc --print native-static-libs).
 "$CC" "${CFLAGS[@]}" "$SRC/test_api.c" -o "$OUT/plain/test_api_static" \
-    "$LIBDIR/libdlbridge.a" -pthread -ldl -lm -lrt -lgcc_s
+    "$LIBDIR/libdlbridge.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl
 
 section "build (AddressSanitizer + UBSan)"
 build "$OUT/asan" "${SANITIZE[@]}"
@@ -94,11 +98,7 @@ if command -v valgrind >/dev/null; then
     # one-time runtime state) are not errors.
     VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
               --show-leak-kinds=definite)
-    run "test_api" "${VALGRIND[@]}" "$OUT/plain/test_api"
-    run "test_threads" "${VALGRIND[@]}" "$OUT/plain/test_threads"
-    run "test_abi" "${VALGRIND[@]}" "$OUT/plain/test_abi"
-    run "test_include_order_a_c" "${VALGRIND[@]}" "$OUT/plain/test_include_order_a_c"
-    run "test_include_order_b_cxx" "${VALGRIND[@]}" "$OUT/plain/test_include_order_b_cxx"
+    for p in "${PROGRAMS[@]}"; do run "$p" "${VALGRIND[@]}" "$OUT/plain/$p"; done
 else
     echo "valgrind not found" >&2
     failures+=("valgrind missing")
