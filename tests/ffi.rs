@@ -166,7 +166,7 @@ fn creation_is_aligned_zeroed_and_keeps_dtype() {
 fn bad_arguments_give_status_message_and_null_out() {
     let _l = leak_check();
     let t = arange(&[6]);
-    let mut out = 1usize as *mut dlb_tensor; // must be overwritten with NULL
+    let mut out = std::ptr::dangling_mut::<dlb_tensor>(); // must be overwritten with NULL
     let shape = [2i64, 2];
     expect(unsafe { dlb_tensor_view(t, shape.as_ptr(), null(), 2, 4, &mut out) }, DLB_ERR_INVALID_ARGUMENT,
         "view element 7 lies outside the 6 elements of its storage");
@@ -432,7 +432,7 @@ fn refused_imports_have_already_run_the_deleter() {
     for &(what, minor, edit, status, needle) in cases {
         DELETED.store(0, Ordering::SeqCst);
         let mt = foreign_versioned(4, minor, edit);
-        let mut out = 1usize as *mut dlb_tensor;
+        let mut out = std::ptr::dangling_mut::<dlb_tensor>();
         expect(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut out) }, status, needle);
         assert!(out.is_null(), "{what}");
         assert_eq!(DELETED.load(Ordering::SeqCst), 1, "{what}: the deleter must have run once");
@@ -457,6 +457,25 @@ fn refused_imports_have_already_run_the_deleter() {
     assert_eq!(DELETED.load(Ordering::SeqCst), 2);
 }
 
+/// A raw pointer that may cross threads (the C contract allows it for these handles).
+struct Shared<T>(*mut T);
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
+// SAFETY: dlbridge handles may be read from several threads and exports deleted on any thread.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as for Send.
+unsafe impl<T> Sync for Shared<T> {}
+impl<T> Shared<T> {
+    /// Taking `self` makes closures capture the whole (Send) wrapper, not the raw field.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 #[test]
 fn threads_alias_export_and_free_the_same_tensor() {
     let _l = leak_check();
@@ -466,13 +485,13 @@ fn threads_alias_export_and_free_the_same_tensor() {
     ok(unsafe {
         dlb_tensor_from_data(buf.cast(), [6i64].as_ptr(), null(), 1, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
     });
-    let shared = t as usize;
+    let shared = Shared(t);
     let iterations = if cfg!(miri) { 3 } else { 2000 };
-    let exports: Vec<usize> = std::thread::scope(|s| {
+    let exports: Vec<Shared<DLManagedTensorVersioned>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(move || {
-                    let t = shared as *const dlb_tensor;
+                    let t = shared.get() as *const dlb_tensor;
                     let mut kept = Vec::new();
                     for i in 0..iterations {
                         let (mut a, mut v, mut mt, mut back) = (null_mut(), null_mut(), null_mut(), null_mut());
@@ -483,7 +502,7 @@ fn threads_alias_export_and_free_the_same_tensor() {
                             ok(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut back) });
                             free(&[back]);
                         } else {
-                            kept.push(mt as usize); // deleted later, on another thread
+                            kept.push(Shared(mt)); // deleted later, on another thread
                         }
                         free(&[a, v]);
                     }
@@ -497,7 +516,7 @@ fn threads_alias_export_and_free_the_same_tensor() {
     assert_eq!(RELEASED.load(Ordering::SeqCst), 0, "exports still hold the memory");
     std::thread::spawn(move || {
         for mt in exports {
-            let mt = mt as *mut DLManagedTensorVersioned;
+            let mt = mt.get();
             unsafe { ((*mt).deleter.unwrap())(mt) };
         }
     })
