@@ -12,7 +12,7 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 LIB := target/release/libdlbridge.so
 
-.PHONY: all build header check-header demo test test-rust test-miri test-c test-examples bench clean
+.PHONY: all build header check-header lint demo test test-rust test-miri test-c test-examples bench clean
 
 all: build
 
@@ -52,7 +52,13 @@ bench: build $(VENV)/bin/python
 demo: build
 	bash examples/c/run.sh
 
-test: check-header test-rust test-miri test-c test-examples
+# Formatting and clippy, warnings as errors.
+lint:
+	rustup component add clippy rustfmt
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: check-header lint test-rust test-miri test-c test-examples
 	@echo "make test: every suite passed"
 
 test-rust:

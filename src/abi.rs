@@ -4,11 +4,11 @@
 //! struct would stop the build instead of corrupting memory. `DLDeviceType` and `DLDataTypeCode`
 //! are transparent integers there, so any value C hands us is a valid Rust value.
 
+pub use dlpark::DlpackFlags;
 pub use dlpark::ffi::{
     DLDataType, DLDataTypeCode, DLDevice, DLDeviceType, DLManagedTensor, DLManagedTensorVersioned,
     DLPackVersion, DLTensor,
 };
-pub use dlpark::DlpackFlags;
 
 /// The DLPack version dlbridge speaks and writes into versioned exports.
 pub const DLPACK_MAJOR: u32 = 1;

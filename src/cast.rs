@@ -217,9 +217,9 @@ mod tests {
             (1.0, 0x3c00),
             (-2.5, 0xc100),
             (65504.0, 0x7bff),
-            (65520.0, 0x7c00), // rounds up to infinity
-            (6.103515625e-5, 0x0400), // smallest normal
-            (5.960464477539063e-8, 0x0001), // smallest subnormal
+            (65520.0, 0x7c00),               // rounds up to infinity
+            (6.103515625e-5, 0x0400),        // smallest normal
+            (5.960464477539063e-8, 0x0001),  // smallest subnormal
             (2.9802322387695312e-8, 0x0000), // half of it: ties to even (0)
             (1.0009765625, 0x3c01),
             (1.00048828125, 0x3c00), // tie between 0x3c00 and 0x3c01: even

@@ -109,23 +109,47 @@ pub unsafe fn copy_strided(
     }
     // A transpose: some outer dimension is the source's contiguous one while the destination is
     // contiguous along the inner dimension.
-    if inner.dst == size {
-        if let Some(k) = outer.iter().position(|d| d.src == size) {
-            let across = outer[k];
-            let rest: Vec<Dim> = outer.iter().enumerate().filter(|&(i, _)| i != k).map(|(_, d)| *d).collect();
-            // SAFETY: the tile loop visits exactly the elements of the two dimensions.
-            unsafe {
-                for_each_outer(&rest, src, dst, |s, d| {
-                    dispatch_size(itemsize, |elem| transpose_tiles(elem, s, d, across, inner))
-                })
-            };
-            return;
-        }
+    if inner.dst == size
+        && let Some(k) = outer.iter().position(|d| d.src == size)
+    {
+        let across = outer[k];
+        let rest: Vec<Dim> = outer.iter().enumerate().filter(|&(i, _)| i != k).map(|(_, d)| *d).collect();
+        // SAFETY: the tile loop visits exactly the elements of the two dimensions.
+        unsafe {
+            for_each_outer(&rest, src, dst, |s, d| {
+                dispatch_size(itemsize, |elem| transpose_tiles(elem, s, d, across, inner))
+            })
+        };
+        return;
     }
     // SAFETY: the row loop visits exactly the elements of the inner dimension.
     unsafe {
         for_each_outer(outer, src, dst, |s, d| dispatch_size(itemsize, |elem| strided_row(elem, s, d, inner)))
     };
+}
+
+/// Calls `f(src_row, dst_row, n, src_stride, dst_stride)` for every row of the simplified
+/// layouts (strides in bytes): the walker for element-wise kernels other than copies (casts).
+/// A 0-d layout is one row of one element.
+///
+/// # Safety
+/// As for `copy_strided`: every described address must be valid for `f`'s accesses.
+pub unsafe fn for_each_row(
+    src: *const u8,
+    src_strides: &[isize],
+    dst: *mut u8,
+    dst_strides: &[isize],
+    shape: &[usize],
+    mut f: impl FnMut(*const u8, *mut u8, usize, isize, isize),
+) {
+    let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
+    match dims.split_last() {
+        None => f(src, dst, 1, 0, 0),
+        // SAFETY: per the function contract.
+        Some((&inner, outer)) => unsafe {
+            for_each_outer(outer, src, dst, |s, d| f(s, d, inner.n, inner.src, inner.dst))
+        },
+    }
 }
 
 /// Element sizes with a specialised inner loop; others copy byte slices.

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use dlpark::{Managed, ManagedTensorBase};
 
 use crate::abi::{
-    DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor, DlpackFlags, DLPACK_MAJOR,
-    DLPACK_MINOR, FLAG_IS_COPIED, FLAG_READ_ONLY,
+    DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR, DLPACK_MINOR, DLPackVersion, DLTensor,
+    DlpackFlags, FLAG_IS_COPIED, FLAG_READ_ONLY,
 };
 use crate::device::Device;
 use crate::dtype::DType;
@@ -202,7 +202,8 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
         // SAFETY: as for shape.
         Some(unsafe { std::slice::from_raw_parts(dl.strides, ndim) })
     };
-    let offset = usize::try_from(dl.byte_offset).ok().filter(|&o| (dl.data as usize).checked_add(o).is_some());
+    let offset =
+        usize::try_from(dl.byte_offset).ok().filter(|&o| (dl.data as usize).checked_add(o).is_some());
     let Some(offset) = offset else {
         return Err(Error::invalid(format!("byte_offset {} overflows the data pointer", dl.byte_offset)));
     };
@@ -220,11 +221,12 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     let owner = Owner::Imported(managed.into_deleter());
     // SAFETY: the producer keeps the memory valid until its deleter runs; the layout is
     // validated against it here before anything reads it.
-    unsafe { Tensor::from_borrowed(first, shape, strides, dtype, device, read_only, owner) }
-        .map_err(|(e, owner)| {
+    unsafe { Tensor::from_borrowed(first, shape, strides, dtype, device, read_only, owner) }.map_err(
+        |(e, owner)| {
             drop(owner); // runs the producer's deleter now, as the contract promises
             e
-        })
+        },
+    )
 }
 
 #[cfg(test)]

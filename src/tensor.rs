@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::copy::copy_strided;
+use crate::copy::{copy_strided, for_each_row};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -143,10 +143,20 @@ impl Tensor {
         let first = offset_in(&self.storage, self.data).expect("a tensor's data lies in its storage");
         let shift = i128::from(offset) * self.dtype.itemsize() as i128;
         let new_first = check_inside(&self.storage, first, &layout, self.dtype, shift).map_err(|e| {
-            Error::invalid(format!("{} (view offset {offset}, shape {shape:?}, strides {:?})", e.message, layout.strides()))
+            Error::invalid(format!(
+                "{} (view offset {offset}, shape {shape:?}, strides {:?})",
+                e.message,
+                layout.strides()
+            ))
         })?;
         let data = self.storage.base().wrapping_add(new_first);
-        Ok(Tensor { storage: self.storage.clone(), data, layout, dtype: self.dtype, read_only: self.read_only })
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            data,
+            layout,
+            dtype: self.dtype,
+            read_only: self.read_only,
+        })
     }
 
     /// A row-major, writable, independent copy on the same device.
@@ -165,7 +175,10 @@ impl Tensor {
         }
         let out = Tensor::empty(self.shape(), self.dtype, device, false)?;
         if !(self.device().is_host_accessible() && device.is_host_accessible()) {
-            return Err(Error::device(format!("copying from {} to {device} needs a device runtime", self.device())));
+            return Err(Error::device(format!(
+                "copying from {} to {device} needs a device runtime",
+                self.device()
+            )));
         }
         let size = self.dtype.itemsize();
         let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
@@ -202,45 +215,17 @@ impl Tensor {
             return Err(Error::device(format!("casting on {} needs a device runtime", self.device())));
         }
         let out = Tensor::empty(self.shape(), dtype, self.device(), false)?;
-        let (ssize, dsize) = (self.dtype.itemsize() as isize, dtype.itemsize() as isize);
-        // Walk rows: all dimensions but the last, odometer style.
-        let shape = self.shape();
-        let ndim = shape.len();
-        if self.numel() == 0 {
-            return Ok(out);
-        }
-        let (inner_n, inner_s) = if ndim == 0 { (1, 0) } else { (shape[ndim - 1] as usize, self.strides()[ndim - 1]) };
-        let outer = if ndim == 0 { &[][..] } else { &shape[..ndim - 1] };
-        let mut index = vec![0i64; outer.len()];
-        let mut dst = out.data;
-        loop {
-            let src_off: isize = index.iter().zip(self.strides()).map(|(&i, &s)| (i * s) as isize * ssize).sum();
-            // SAFETY: the row lies inside the validated source layout and the new destination.
-            unsafe {
-                crate::cast::convert_row(
-                    from,
-                    to,
-                    self.data.wrapping_offset(src_off),
-                    inner_s as isize * ssize,
-                    dst,
-                    dsize,
-                    inner_n,
-                )
-            };
-            dst = dst.wrapping_add(inner_n * dsize as usize);
-            let mut axis = outer.len();
-            loop {
-                if axis == 0 {
-                    return Ok(out);
-                }
-                axis -= 1;
-                index[axis] += 1;
-                if index[axis] < outer[axis] {
-                    break;
-                }
-                index[axis] = 0;
-            }
-        }
+        let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
+        let src_strides = byte_strides(self.strides(), self.dtype.itemsize());
+        let dst_strides = byte_strides(out.strides(), dtype.itemsize());
+        // SAFETY: the source layout was validated against its storage; the destination is a new
+        // row-major allocation of the same shape.
+        unsafe {
+            for_each_row(self.data, &src_strides, out.data, &dst_strides, &shape, |s, d, n, ss, ds| {
+                crate::cast::convert_row(from, to, s, ss, d, ds, n)
+            })
+        };
+        Ok(out)
     }
 
     /// Whether the byte ranges the two tensors reach overlap, on the same device.
@@ -278,10 +263,7 @@ fn reached_bytes(data: *mut u8, layout: &Layout, dtype: DType) -> Result<(*mut u
         return Ok((data, 0));
     };
     if data.is_null() {
-        return Err(Error::invalid(format!(
-            "data is NULL but the tensor has {} element(s)",
-            layout.numel()
-        )));
+        return Err(Error::invalid(format!("data is NULL but the tensor has {} element(s)", layout.numel())));
     }
     let addr = data as usize;
     match (addr.checked_add_signed(span.lo), addr.checked_add_signed(span.hi)) {
@@ -296,14 +278,20 @@ fn reached_bytes(data: *mut u8, layout: &Layout, dtype: DType) -> Result<(*mut u
 /// The byte offset of `data` from the storage's base, if it lies within `[0, len]`.
 fn offset_in(storage: &Storage, data: *mut u8) -> Option<usize> {
     let off = (data as usize).checked_sub(storage.base() as usize)?;
-    (off <= storage.len()).then_some(off)
+    (off <= storage.byte_len()).then_some(off)
 }
 
 /// Checks that `layout`, starting `shift` bytes after the byte offset `first`, stays inside the
 /// storage; returns the new first element's byte offset.
-fn check_inside(storage: &Storage, first: usize, layout: &Layout, dtype: DType, shift: i128) -> Result<usize> {
+fn check_inside(
+    storage: &Storage,
+    first: usize,
+    layout: &Layout,
+    dtype: DType,
+    shift: i128,
+) -> Result<usize> {
     let size = dtype.itemsize() as i128;
-    let len = storage.len() as i128;
+    let len = storage.byte_len() as i128;
     let start = first as i128 + shift;
     let (lo, hi) = match layout.span(dtype.itemsize())? {
         Some(span) => (start + span.lo as i128, start + span.hi as i128),
@@ -358,7 +346,11 @@ mod tests {
         let t = arange_f32(6);
         let e = t.view(&[2, 2], None, 4).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
-        assert!(e.message.starts_with("view element 7 lies outside the 6 elements of its storage"), "{}", e.message);
+        assert!(
+            e.message.starts_with("view element 7 lies outside the 6 elements of its storage"),
+            "{}",
+            e.message
+        );
         let e = t.view(&[2], Some(&[-1]), 0).unwrap_err();
         assert!(e.message.contains("view element -1"), "{}", e.message);
         // A view of a view is bounded by the storage, not by the parent view.

@@ -168,21 +168,55 @@ fn bad_arguments_give_status_message_and_null_out() {
     let t = arange(&[6]);
     let mut out = std::ptr::dangling_mut::<dlb_tensor>(); // must be overwritten with NULL
     let shape = [2i64, 2];
-    expect(unsafe { dlb_tensor_view(t, shape.as_ptr(), null(), 2, 4, &mut out) }, DLB_ERR_INVALID_ARGUMENT,
-        "view element 7 lies outside the 6 elements of its storage");
+    expect(
+        unsafe { dlb_tensor_view(t, shape.as_ptr(), null(), 2, 4, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "view element 7 lies outside the 6 elements of its storage",
+    );
     assert!(out.is_null());
     expect(unsafe { dlb_tensor_alias(null(), &mut out) }, DLB_ERR_INVALID_ARGUMENT, "t is NULL");
     expect(unsafe { dlb_tensor_alias(t, null_mut()) }, DLB_ERR_INVALID_ARGUMENT, "out is NULL");
-    expect(unsafe { dlb_tensor_empty(null(), 2, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "shape is NULL");
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 65, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "ndim");
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), -1, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "ndim");
-    expect(unsafe { dlb_tensor_empty([-1i64].as_ptr(), 1, f32t(), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "shape[0] is -1");
-    expect(unsafe { dlb_tensor_empty([1i64 << 62, 1 << 62].as_ptr(), 2, f32t(), CPU, &mut out) },
-        DLB_ERR_INVALID_ARGUMENT, "bytes");
+    expect(
+        unsafe { dlb_tensor_empty(null(), 2, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "shape is NULL",
+    );
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 65, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "ndim",
+    );
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), -1, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "ndim",
+    );
+    expect(
+        unsafe { dlb_tensor_empty([-1i64].as_ptr(), 1, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "shape[0] is -1",
+    );
+    expect(
+        unsafe { dlb_tensor_empty([1i64 << 62, 1 << 62].as_ptr(), 2, f32t(), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "bytes",
+    );
     let lanes0 = DLDataType { code: DLDataTypeCode(2), bits: 32, lanes: 0 };
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, lanes0, CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "lanes");
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(99, 8), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "code 99");
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 7), CPU, &mut out) }, DLB_ERR_INVALID_ARGUMENT, "7 bits");
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 2, lanes0, CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "lanes",
+    );
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(99, 8), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "code 99",
+    );
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 7), CPU, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "7 bits",
+    );
     let cuda = DLDevice { device_type: DLDeviceType(2), device_id: 0 };
     let vulkan = DLDevice { device_type: DLDeviceType(7), device_id: 0 };
     expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, f32t(), cuda, &mut out) }, DLB_ERR_DEVICE, "CUDA");
@@ -203,8 +237,11 @@ fn bad_arguments_give_status_message_and_null_out() {
 fn impossible_allocation_is_out_of_memory_and_the_library_keeps_working() {
     let _l = leak_check();
     let mut out = null_mut();
-    expect(unsafe { dlb_tensor_empty([1i64 << 44].as_ptr(), 1, f32t(), CPU, &mut out) },
-        DLB_ERR_OUT_OF_MEMORY, "allocating");
+    expect(
+        unsafe { dlb_tensor_empty([1i64 << 44].as_ptr(), 1, f32t(), CPU, &mut out) },
+        DLB_ERR_OUT_OF_MEMORY,
+        "allocating",
+    );
     assert!(out.is_null());
     free(&[arange(&[4])]);
 }
@@ -213,7 +250,8 @@ fn impossible_allocation_is_out_of_memory_and_the_library_keeps_working() {
 fn to_device_cpu_copies_and_cast_converts() {
     let _l = leak_check();
     let t = arange(&[2, 2]);
-    let (mut c, mut d, mut back, mut cplx, mut bad) = (null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
+    let (mut c, mut d, mut back, mut cplx, mut bad) =
+        (null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
     ok(unsafe { dlb_tensor_to_device(t, CPU, &mut c) });
     assert!(!unsafe { dlb_tensor_shares_memory(t, c) });
     ok(unsafe { dlb_tensor_cast(t, f64t(), &mut d) });
@@ -241,7 +279,18 @@ fn wrapped_memory_is_released_once_after_the_last_user() {
     let shape = [2i64, 3];
     let mut t = null_mut();
     ok(unsafe {
-        dlb_tensor_from_data(buf.cast(), shape.as_ptr(), null(), 2, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
+        dlb_tensor_from_data(
+            buf.cast(),
+            shape.as_ptr(),
+            null(),
+            2,
+            f32t(),
+            CPU,
+            false,
+            Some(count_release),
+            buf.cast(),
+            &mut t,
+        )
     });
     let (mut a, mut mt) = (null_mut(), null_mut());
     ok(unsafe { dlb_tensor_alias(t, &mut a) });
@@ -254,13 +303,43 @@ fn wrapped_memory_is_released_once_after_the_last_user() {
 
     // On failure the release is not called: the memory is still the caller's.
     let buf = Box::into_raw(Box::new([0f32; 6]));
-    expect(unsafe {
-        dlb_tensor_from_data(buf.cast(), [-2i64].as_ptr(), null(), 1, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
-    }, DLB_ERR_INVALID_ARGUMENT, "shape[0] is -2");
+    expect(
+        unsafe {
+            dlb_tensor_from_data(
+                buf.cast(),
+                [-2i64].as_ptr(),
+                null(),
+                1,
+                f32t(),
+                CPU,
+                false,
+                Some(count_release),
+                buf.cast(),
+                &mut t,
+            )
+        },
+        DLB_ERR_INVALID_ARGUMENT,
+        "shape[0] is -2",
+    );
     assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
-    expect(unsafe {
-        dlb_tensor_from_data(null_mut(), shape.as_ptr(), null(), 2, f32t(), CPU, false, None, null_mut(), &mut t)
-    }, DLB_ERR_INVALID_ARGUMENT, "data is NULL");
+    expect(
+        unsafe {
+            dlb_tensor_from_data(
+                null_mut(),
+                shape.as_ptr(),
+                null(),
+                2,
+                f32t(),
+                CPU,
+                false,
+                None,
+                null_mut(),
+                &mut t,
+            )
+        },
+        DLB_ERR_INVALID_ARGUMENT,
+        "data is NULL",
+    );
     drop(unsafe { Box::from_raw(buf) });
 }
 
@@ -270,7 +349,18 @@ fn read_only_data_stays_read_only() {
     let buf = [1f32, 2., 3.];
     let mut t = null_mut();
     ok(unsafe {
-        dlb_tensor_from_data(buf.as_ptr().cast_mut().cast(), [3i64].as_ptr(), null(), 1, f32t(), CPU, true, None, null_mut(), &mut t)
+        dlb_tensor_from_data(
+            buf.as_ptr().cast_mut().cast(),
+            [3i64].as_ptr(),
+            null(),
+            1,
+            f32t(),
+            CPU,
+            true,
+            None,
+            null_mut(),
+            &mut t,
+        )
     });
     let (mut p, mut legacy, mut shared, mut copied, mut a, mut c) =
         (null_mut(), null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
@@ -361,7 +451,11 @@ fn foreign_tensor(n: usize) -> (DLTensor, *mut Foreign) {
     (t, Box::into_raw(f))
 }
 
-fn foreign_versioned(n: usize, minor: u32, edit: impl FnOnce(&mut DLManagedTensorVersioned)) -> *mut DLManagedTensorVersioned {
+fn foreign_versioned(
+    n: usize,
+    minor: u32,
+    edit: impl FnOnce(&mut DLManagedTensorVersioned),
+) -> *mut DLManagedTensorVersioned {
     let (t, ctx) = foreign_tensor(n);
     let mut mt = DLManagedTensorVersioned {
         version: DLPackVersion { major: 1, minor },
@@ -404,7 +498,11 @@ fn foreign_imports_share_and_delete_once_with_the_last_user() {
     // Legacy producer with NULL strides (allowed before DLPack 1.2).
     let (mut lt, ctx) = foreign_tensor(2);
     lt.strides = null_mut();
-    let legacy = Box::into_raw(Box::new(DLManagedTensor { dl_tensor: lt, manager_ctx: ctx.cast(), deleter: Some(delete_foreign_l) }));
+    let legacy = Box::into_raw(Box::new(DLManagedTensor {
+        dl_tensor: lt,
+        manager_ctx: ctx.cast(),
+        deleter: Some(delete_foreign_l),
+    }));
     ok(unsafe { dlb_tensor_from_dlpack(legacy, &mut t) });
     assert_eq!(unsafe { std::slice::from_raw_parts(dl(t).strides, 1) }, [1]);
     free(&[t]);
@@ -420,14 +518,32 @@ fn refused_imports_have_already_run_the_deleter() {
         ("ndim 65", 3, |m| m.dl_tensor.ndim = 65, DLB_ERR_INVALID_ARGUMENT, "ndim"),
         ("ndim -1", 3, |m| m.dl_tensor.ndim = -1, DLB_ERR_INVALID_ARGUMENT, "ndim"),
         ("NULL shape", 3, |m| m.dl_tensor.shape = null_mut(), DLB_ERR_INVALID_ARGUMENT, "shape is NULL"),
-        ("NULL strides 1.3", 3, |m| m.dl_tensor.strides = null_mut(), DLB_ERR_INVALID_ARGUMENT, "strides is NULL"),
+        (
+            "NULL strides 1.3",
+            3,
+            |m| m.dl_tensor.strides = null_mut(),
+            DLB_ERR_INVALID_ARGUMENT,
+            "strides is NULL",
+        ),
         ("NULL data", 3, |m| m.dl_tensor.data = null_mut(), DLB_ERR_INVALID_ARGUMENT, "data is NULL"),
         ("lanes 0", 3, |m| m.dl_tensor.dtype.lanes = 0, DLB_ERR_INVALID_ARGUMENT, "lanes"),
         ("code 99", 3, |m| m.dl_tensor.dtype.code = DLDataTypeCode(99), DLB_ERR_INVALID_ARGUMENT, "code 99"),
-        ("device 99", 3, |m| m.dl_tensor.device.device_type = DLDeviceType(99), DLB_ERR_INVALID_ARGUMENT, "device type 99"),
+        (
+            "device 99",
+            3,
+            |m| m.dl_tensor.device.device_type = DLDeviceType(99),
+            DLB_ERR_INVALID_ARGUMENT,
+            "device type 99",
+        ),
         ("device id -1", 3, |m| m.dl_tensor.device.device_id = -1, DLB_ERR_INVALID_ARGUMENT, "negative"),
         ("byte offset", 3, |m| m.dl_tensor.byte_offset = u64::MAX, DLB_ERR_INVALID_ARGUMENT, "byte_offset"),
-        ("strides out of range", 3, |m| unsafe { *m.dl_tensor.strides = i64::MAX / 2 }, DLB_ERR_INVALID_ARGUMENT, "reaches"),
+        (
+            "strides out of range",
+            3,
+            |m| unsafe { *m.dl_tensor.strides = i64::MAX / 2 },
+            DLB_ERR_INVALID_ARGUMENT,
+            "reaches",
+        ),
     ];
     for &(what, minor, edit, status, needle) in cases {
         DELETED.store(0, Ordering::SeqCst);
@@ -449,11 +565,23 @@ fn refused_imports_have_already_run_the_deleter() {
     // NULL strides from a 1.1 producer are fine; NULL mt and NULL out are refused cleanly.
     DELETED.store(0, Ordering::SeqCst);
     let mut out = null_mut();
-    ok(unsafe { dlb_tensor_from_dlpack_versioned(foreign_versioned(4, 1, |m| m.dl_tensor.strides = null_mut()), &mut out) });
+    ok(unsafe {
+        dlb_tensor_from_dlpack_versioned(
+            foreign_versioned(4, 1, |m| m.dl_tensor.strides = null_mut()),
+            &mut out,
+        )
+    });
     free(&[out]);
-    expect(unsafe { dlb_tensor_from_dlpack_versioned(null_mut(), &mut out) }, DLB_ERR_INVALID_ARGUMENT, "NULL");
-    expect(unsafe { dlb_tensor_from_dlpack_versioned(foreign_versioned(4, 3, |_| {}), null_mut()) },
-        DLB_ERR_INVALID_ARGUMENT, "out is NULL");
+    expect(
+        unsafe { dlb_tensor_from_dlpack_versioned(null_mut(), &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "NULL",
+    );
+    expect(
+        unsafe { dlb_tensor_from_dlpack_versioned(foreign_versioned(4, 3, |_| {}), null_mut()) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "out is NULL",
+    );
     assert_eq!(DELETED.load(Ordering::SeqCst), 2);
 }
 
@@ -483,7 +611,18 @@ fn threads_alias_export_and_free_the_same_tensor() {
     let buf = Box::into_raw(Box::new([0f32; 6]));
     let mut t = null_mut();
     ok(unsafe {
-        dlb_tensor_from_data(buf.cast(), [6i64].as_ptr(), null(), 1, f32t(), CPU, false, Some(count_release), buf.cast(), &mut t)
+        dlb_tensor_from_data(
+            buf.cast(),
+            [6i64].as_ptr(),
+            null(),
+            1,
+            f32t(),
+            CPU,
+            false,
+            Some(count_release),
+            buf.cast(),
+            &mut t,
+        )
     });
     let shared = Shared(t);
     let iterations = if cfg!(miri) { 3 } else { 2000 };
@@ -494,7 +633,8 @@ fn threads_alias_export_and_free_the_same_tensor() {
                     let t = shared.get() as *const dlb_tensor;
                     let mut kept = Vec::new();
                     for i in 0..iterations {
-                        let (mut a, mut v, mut mt, mut back) = (null_mut(), null_mut(), null_mut(), null_mut());
+                        let (mut a, mut v, mut mt, mut back) =
+                            (null_mut(), null_mut(), null_mut(), null_mut());
                         ok(unsafe { dlb_tensor_alias(t, &mut a) });
                         ok(unsafe { dlb_tensor_view(a, [3i64].as_ptr(), [2i64].as_ptr(), 1, 0, &mut v) });
                         ok(unsafe { dlb_tensor_to_dlpack_versioned(v, false, &mut mt) });
@@ -530,11 +670,27 @@ fn threads_alias_export_and_free_the_same_tensor() {
 fn header_declares_every_contract_function() {
     let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/dlbridge.h")).unwrap();
     for name in [
-        "dlb_version", "dlb_last_error", "dlb_live_allocations", "dlb_cuda_device_count", "dlb_tensor_empty",
-        "dlb_tensor_zeros", "dlb_tensor_from_data", "dlb_tensor_alias", "dlb_tensor_view", "dlb_tensor_copy",
-        "dlb_tensor_cast", "dlb_tensor_to_device", "dlb_tensor_free", "dlb_tensor_dltensor", "dlb_tensor_is_read_only",
-        "dlb_tensor_is_contiguous", "dlb_tensor_shares_memory", "dlb_tensor_data_mut",
-        "dlb_tensor_to_dlpack_versioned", "dlb_tensor_to_dlpack", "dlb_tensor_from_dlpack_versioned",
+        "dlb_version",
+        "dlb_last_error",
+        "dlb_live_allocations",
+        "dlb_cuda_device_count",
+        "dlb_tensor_empty",
+        "dlb_tensor_zeros",
+        "dlb_tensor_from_data",
+        "dlb_tensor_alias",
+        "dlb_tensor_view",
+        "dlb_tensor_copy",
+        "dlb_tensor_cast",
+        "dlb_tensor_to_device",
+        "dlb_tensor_free",
+        "dlb_tensor_dltensor",
+        "dlb_tensor_is_read_only",
+        "dlb_tensor_is_contiguous",
+        "dlb_tensor_shares_memory",
+        "dlb_tensor_data_mut",
+        "dlb_tensor_to_dlpack_versioned",
+        "dlb_tensor_to_dlpack",
+        "dlb_tensor_from_dlpack_versioned",
         "dlb_tensor_from_dlpack",
     ] {
         assert!(header.contains(&format!("{name}(")), "{name} missing from include/dlbridge.h");

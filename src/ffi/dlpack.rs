@@ -37,7 +37,10 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
 /// # Safety
 /// `t` NULL or a live handle; `out` NULL or valid for one write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_tensor_to_dlpack(t: *const dlb_tensor, out: *mut *mut DLManagedTensor) -> dlb_status {
+pub unsafe extern "C" fn dlb_tensor_to_dlpack(
+    t: *const dlb_tensor,
+    out: *mut *mut DLManagedTensor,
+) -> dlb_status {
     // SAFETY: per this function's contract.
     unsafe {
         produce("dlb_tensor_to_dlpack", out, || {
@@ -79,7 +82,10 @@ pub unsafe extern "C" fn dlb_tensor_from_dlpack_versioned(
 /// # Safety
 /// As for dlb_tensor_from_dlpack_versioned.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_tensor_from_dlpack(mt: *mut DLManagedTensor, out: *mut *mut dlb_tensor) -> dlb_status {
+pub unsafe extern "C" fn dlb_tensor_from_dlpack(
+    mt: *mut DLManagedTensor,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
     // SAFETY: per this function's contract.
     unsafe { consume("dlb_tensor_from_dlpack", out, || import(mt), dlb_tensor::into_raw) }
 }

@@ -73,7 +73,12 @@ impl dlb_tensor {
 ///
 /// # Safety
 /// A non-NULL `ptr` must be valid for `ndim` reads.
-pub(crate) unsafe fn dims<'a>(ptr: *const i64, ndim: i32, name: &str, optional: bool) -> Result<Option<&'a [i64]>> {
+pub(crate) unsafe fn dims<'a>(
+    ptr: *const i64,
+    ndim: i32,
+    name: &str,
+    optional: bool,
+) -> Result<Option<&'a [i64]>> {
     let n = check_ndim(ndim)?;
     if ptr.is_null() {
         return if n == 0 || optional {
