@@ -32,7 +32,6 @@ pub struct DType {
 }
 
 impl DType {
-    pub const BOOL: DType = DType { code: code::BOOL, bits: 8, lanes: 1 };
     pub const F32: DType = DType { code: code::FLOAT, bits: 32, lanes: 1 };
     pub const F64: DType = DType { code: code::FLOAT, bits: 64, lanes: 1 };
 

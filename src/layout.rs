@@ -83,9 +83,6 @@ impl Layout {
     pub fn strides(&self) -> &[i64] {
         &self.strides
     }
-    pub fn ndim(&self) -> usize {
-        self.shape.len()
-    }
     pub fn numel(&self) -> usize {
         self.numel
     }

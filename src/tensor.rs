@@ -7,7 +7,7 @@ use crate::copy::{copy_strided, for_each_row};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::layout::{Layout, Span, row_major_strides};
+use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 
 /// A tensor. Cloning it is an alias: same memory, one more reference to the storage.
@@ -180,13 +180,12 @@ impl Tensor {
                 self.device()
             )));
         }
-        let size = self.dtype.itemsize();
-        let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
-        let src_strides = byte_strides(self.strides(), size);
-        let dst_strides = byte_strides(out.strides(), size);
+        let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
         // SAFETY: the source layout was validated against its storage, the destination is a new
         // row-major allocation of the same shape, and the two cannot overlap.
-        unsafe { copy_strided(self.data, &src_strides, out.data, &dst_strides, &shape, size) };
+        unsafe {
+            copy_strided(self.data, &src_strides, out.data, &dst_strides, &shape, self.dtype.itemsize())
+        };
         Ok(out)
     }
 
@@ -215,9 +214,7 @@ impl Tensor {
             return Err(Error::device(format!("casting on {} needs a device runtime", self.device())));
         }
         let out = Tensor::empty(self.shape(), dtype, self.device(), false)?;
-        let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
-        let src_strides = byte_strides(self.strides(), self.dtype.itemsize());
-        let dst_strides = byte_strides(out.strides(), dtype.itemsize());
+        let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
         // SAFETY: the source layout was validated against its storage; the destination is a new
         // row-major allocation of the same shape.
         unsafe {
@@ -226,6 +223,16 @@ impl Tensor {
             })
         };
         Ok(out)
+    }
+
+    /// The shape and the byte strides of `self` and of `out` (a tensor of the same shape), as
+    /// the copy kernel takes them. Validated layouts cannot overflow these conversions.
+    fn byte_layouts(&self, out: &Tensor) -> (Vec<usize>, Vec<isize>, Vec<isize>) {
+        let bytes = |t: &Tensor| {
+            let size = t.dtype.itemsize() as isize;
+            t.strides().iter().map(|&s| s as isize * size).collect()
+        };
+        (self.shape().iter().map(|&n| n as usize).collect(), bytes(self), bytes(out))
     }
 
     /// Whether the byte ranges the two tensors reach overlap, on the same device.
@@ -244,16 +251,6 @@ impl Tensor {
         let first = self.data as usize;
         Some((first.wrapping_add_signed(lo), first.wrapping_add_signed(hi)))
     }
-}
-
-/// Element strides to byte strides (validated layouts cannot overflow).
-pub fn byte_strides(strides: &[i64], itemsize: usize) -> Vec<isize> {
-    strides.iter().map(|&s| s as isize * itemsize as isize).collect()
-}
-
-/// The row-major strides of `shape`, exposed for the export code.
-pub fn compact_strides(shape: &[i64]) -> Vec<i64> {
-    row_major_strides(shape)
 }
 
 /// The memory a foreign layout reaches from `data`: `(lowest byte, byte count)`. Fails on NULL

@@ -271,6 +271,25 @@ unsafe extern "C" fn count_release(ctx: *mut c_void) {
     drop(unsafe { Box::from_raw(ctx.cast::<[f32; 6]>()) });
 }
 
+/// Wraps the boxed buffer `buf` as a float32 tensor of `shape` whose release is `count_release`.
+fn wrap_counted(buf: *mut [f32; 6], shape: &[i64], out: &mut *mut dlb_tensor) -> dlb_status {
+    let ctx = buf.cast::<c_void>();
+    unsafe {
+        dlb_tensor_from_data(
+            ctx,
+            shape.as_ptr(),
+            null(),
+            shape.len() as i32,
+            f32t(),
+            CPU,
+            false,
+            Some(count_release),
+            ctx,
+            out,
+        )
+    }
+}
+
 #[test]
 fn wrapped_memory_is_released_once_after_the_last_user() {
     let _l = leak_check();
@@ -278,20 +297,7 @@ fn wrapped_memory_is_released_once_after_the_last_user() {
     let buf = Box::into_raw(Box::new([1f32, 2., 3., 4., 5., 6.]));
     let shape = [2i64, 3];
     let mut t = null_mut();
-    ok(unsafe {
-        dlb_tensor_from_data(
-            buf.cast(),
-            shape.as_ptr(),
-            null(),
-            2,
-            f32t(),
-            CPU,
-            false,
-            Some(count_release),
-            buf.cast(),
-            &mut t,
-        )
-    });
+    ok(wrap_counted(buf, &shape, &mut t));
     let (mut a, mut mt) = (null_mut(), null_mut());
     ok(unsafe { dlb_tensor_alias(t, &mut a) });
     ok(unsafe { dlb_tensor_to_dlpack_versioned(t, false, &mut mt) });
@@ -303,24 +309,7 @@ fn wrapped_memory_is_released_once_after_the_last_user() {
 
     // On failure the release is not called: the memory is still the caller's.
     let buf = Box::into_raw(Box::new([0f32; 6]));
-    expect(
-        unsafe {
-            dlb_tensor_from_data(
-                buf.cast(),
-                [-2i64].as_ptr(),
-                null(),
-                1,
-                f32t(),
-                CPU,
-                false,
-                Some(count_release),
-                buf.cast(),
-                &mut t,
-            )
-        },
-        DLB_ERR_INVALID_ARGUMENT,
-        "shape[0] is -2",
-    );
+    expect(wrap_counted(buf, &[-2], &mut t), DLB_ERR_INVALID_ARGUMENT, "shape[0] is -2");
     assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
     expect(
         unsafe {
@@ -610,20 +599,7 @@ fn threads_alias_export_and_free_the_same_tensor() {
     RELEASED.store(0, Ordering::SeqCst);
     let buf = Box::into_raw(Box::new([0f32; 6]));
     let mut t = null_mut();
-    ok(unsafe {
-        dlb_tensor_from_data(
-            buf.cast(),
-            [6i64].as_ptr(),
-            null(),
-            1,
-            f32t(),
-            CPU,
-            false,
-            Some(count_release),
-            buf.cast(),
-            &mut t,
-        )
-    });
+    ok(wrap_counted(buf, &[6], &mut t));
     let shared = Shared(t);
     let iterations = if cfg!(miri) { 3 } else { 2000 };
     let exports: Vec<Shared<DLManagedTensorVersioned>> = std::thread::scope(|s| {
