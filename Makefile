@@ -1,18 +1,19 @@
 # dlbridge: the two commands users run are `make demo` and `make test`. Both install what they
-# need (cbindgen at a pinned version, the nightly Miri component, the official DLPack header the
-# ABI test compares against) and work on a fresh clone.
+# need (cbindgen at a pinned version, the nightly Miri component, a virtual environment .venv
+# with pinned NumPy, PyTorch, TensorFlow (CPU), JAX and ml_dtypes, and the Python package built
+# from this tree) and work on a fresh clone.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 CBINDGEN_VERSION := 0.29.4
-TORCH_WHEEL_VERSION := 2.15.0
 TOOLS := build/tools
 CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 LIB := target/release/libdlbridge.so
 
-.PHONY: all build header check-header lint demo test test-rust test-miri test-c test-examples bench clean
+.PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
+	python-package bench clean
 
 all: build
 
@@ -31,20 +32,27 @@ check-header: $(CBINDGEN)
 	  || { echo "include/dlbridge.h is stale: run 'make header' and commit it"; exit 1; }
 	@echo "include/dlbridge.h is up to date"
 
-# The official dlpack.h, as the PyTorch wheel ships it (downloaded, never committed).
-$(OFFICIAL_DLPACK):
-	mkdir -p build/wheels $(dir $@)
-	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: \
-	  --python-version 3.11 --platform manylinux_2_28_x86_64 \
-	  torch==$(TORCH_WHEEL_VERSION) -d build/wheels
-	$(PYTHON) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('build/wheels/torch-$(TORCH_WHEEL_VERSION)-*.whl')[0]); open('$@', 'wb').write(z.read('torch/include/ATen/dlpack.h'))"
-
 VENV := .venv
-NUMPY_VERSION := 2.4.6
+VENV_PY := $(VENV)/bin/python
+PY_REQUIREMENTS := bindings/python/requirements-dev.txt
+VENV_STAMP := $(VENV)/.requirements-installed
 
-$(VENV)/bin/python:
+# The virtual environment, with every package pinned (about 4 GB: PyPI's torch is the CUDA build).
+$(VENV_STAMP): $(PY_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet numpy==$(NUMPY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	touch $@
+
+# The package, built and installed the way users install it (pip builds the Rust library with
+# setuptools-rust and ships it inside). Reinstalled every time, so it matches the tree.
+python-package: $(VENV_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+
+# The official dlpack.h the ABI test compares against, as the PyTorch wheel in .venv ships it
+# (never committed).
+$(OFFICIAL_DLPACK): $(VENV_STAMP)
+	mkdir -p $(dir $@)
+	cp "$$($(VENV_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/include/ATen/dlpack.h" $@
 
 bench: build $(VENV)/bin/python
 	$(VENV)/bin/python bench/copy_bench.py
@@ -58,7 +66,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: check-header lint test-rust test-miri test-c test-examples
+test: check-header lint test-rust test-miri test-c test-python test-examples
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -72,10 +80,15 @@ test-miri:
 test-c: build $(OFFICIAL_DLPACK)
 	bash tests/c/run.sh
 
-test-examples: build
+# pytest against the installed package and the real frameworks.
+test-python: python-package
+	$(VENV_PY) -m pytest -q tests/python
+
+test-examples: build python-package
 	bash examples/c/run.sh > /dev/null
+	$(VENV_PY) examples/python/readme_example.py > /dev/null
 	bash tests/readme_check.sh
 
 clean:
 	$(CARGO) clean
-	rm -rf build
+	rm -rf build bindings/python/build bindings/python/*.egg-info

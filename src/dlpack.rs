@@ -162,6 +162,28 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
     Ok(raw.cast::<M>())
 }
 
+/// Exports `t` as a legacy managed tensor. The legacy struct cannot say "read-only", so a shared
+/// export of read-only data is refused (a copy is always writable).
+pub fn export_legacy(t: &Tensor, copy: bool) -> Result<*mut DLManagedTensor> {
+    if t.is_read_only() && !copy {
+        return Err(Error::read_only(
+            "the tensor is read-only and the legacy DLManagedTensor cannot carry a read-only flag; \
+             export the versioned struct or a copy",
+        ));
+    }
+    export(t, copy)
+}
+
+/// Gives up a managed tensor nobody will import: runs its deleter (if any) once.
+///
+/// # Safety
+/// `mt` is NULL or a managed tensor whose deleter has not run and that nobody uses afterwards.
+pub unsafe fn release<M: ManagedKind>(mt: *mut M) {
+    // SAFETY: per the function contract; dropping the `Managed` runs the deleter (dlpark also
+    // runs it when the major version is foreign).
+    drop(unsafe { Managed::from_raw(mt) });
+}
+
 /// Imports a managed tensor, zero-copy, taking ownership of it whatever happens.
 ///
 /// # Safety

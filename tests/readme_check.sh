@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The README's C example must be exactly examples/c/readme_example.c, so that it compiles as printed.
+# The README's examples must be exactly the files that are compiled and run (examples/c/
+# readme_example.c and examples/python/readme_example.py), so that they work as printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-block=$(awk '/^## Using it from C/{s=1} s&&/^```c$/{p=1; next} p&&/^```$/{exit} p' README.md)
-if [[ "$block" != "$(cat examples/c/readme_example.c)" ]]; then
-  echo "README.md's C example differs from examples/c/readme_example.c:" >&2
-  diff <(echo "$block") examples/c/readme_example.c >&2 || true
-  exit 1
-fi
-echo "README C example matches examples/c/readme_example.c"
+status=0
+check() { # section heading, fence language, file
+  local block
+  block=$(awk -v h="## $1" -v f="\`\`\`$2" '$0==h{s=1; next} s&&/^## /{exit} s&&$0==f{p=1; next} p&&/^```$/{exit} p' README.md)
+  if [[ "$block" != "$(cat "$3")" ]]; then
+    echo "README.md's $2 example under '## $1' differs from $3:" >&2
+    diff <(echo "$block") "$3" >&2 || true
+    status=1
+  else
+    echo "README $2 example matches $3"
+  fi
+}
+check "Using it from C" c examples/c/readme_example.c
+check "Using it from Python" python examples/python/readme_example.py
+exit $status

@@ -3,8 +3,7 @@
 use super::error::{consume, dlb_status, produce};
 use super::handle::dlb_tensor;
 use crate::abi::{DLManagedTensor, DLManagedTensorVersioned};
-use crate::dlpack::{export, import};
-use crate::error::Error;
+use crate::dlpack::{export, export_legacy, import};
 
 /// Exports t as a DLPack 1.3 versioned managed tensor. The result always has byte_offset 0 and
 /// non-NULL strides when ndim > 0.
@@ -43,16 +42,7 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack(
 ) -> dlb_status {
     // SAFETY: per this function's contract.
     unsafe {
-        produce("dlb_tensor_to_dlpack", out, || {
-            let t = dlb_tensor::from_ptr(t, "t")?.tensor();
-            if t.is_read_only() {
-                return Err(Error::read_only(
-                    "the tensor is read-only and the legacy DLManagedTensor cannot carry a read-only flag; \
-                     use dlb_tensor_to_dlpack_versioned or export a copy",
-                ));
-            }
-            export(t, false)
-        })
+        produce("dlb_tensor_to_dlpack", out, || export_legacy(dlb_tensor::from_ptr(t, "t")?.tensor(), false))
     }
 }
 

@@ -46,7 +46,7 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_last_error(function: &str, message: &str) {
+pub(crate) fn set_last_error(function: &str, message: &str) {
     let text = format!("{function}: {message}").replace('\0', " ");
     let text = CString::new(text).unwrap_or_default();
     // `try_with`: during thread teardown the slot may be gone; the status still tells the story.

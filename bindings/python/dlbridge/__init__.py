@@ -1,0 +1,31 @@
+"""dlbridge: hand tensor buffers between NumPy, PyTorch, TensorFlow, JAX and native code through
+DLPack, saying every time whether memory is shared or copied.
+
+    import dlbridge, numpy as np, torch
+    a = np.arange(6.0)
+    t = dlbridge.from_dlpack(a)        # shares a's memory
+    u = torch.from_dlpack(t)           # shares it too
+    c = t.copy()                       # new memory
+
+The contract (names, semantics, exceptions) is the "Python contract" of the C API document;
+the library underneath is libdlbridge (Rust, C ABI), loaded through ctypes. Set DLBRIDGE_LIBRARY
+to use another build of it.
+
+Errors: BufferError for data that cannot be exchanged, ValueError for bad arguments, TypeError
+for wrong types, MemoryError when allocation fails, RuntimeError otherwise (each carrying the
+library's message).
+"""
+
+from ._lib import version as __version__
+from ._tensor import DTYPES, Tensor, cuda_device_count, empty, from_dlpack, live_allocations, zeros
+
+__all__ = [
+    "__version__",
+    "DTYPES",
+    "Tensor",
+    "cuda_device_count",
+    "empty",
+    "from_dlpack",
+    "live_allocations",
+    "zeros",
+]

@@ -1,0 +1,498 @@
+"""The Python face of dlbridge: Tensor, creation and from_dlpack, on top of _lib."""
+
+from __future__ import annotations
+
+import operator
+import sys
+from ctypes import byref, c_int64, c_void_p
+from typing import Any, Optional, Sequence, Tuple, Union
+
+from . import _lib
+from ._lib import DLDataType, DLDevice, lib, pylib
+
+__all__ = ["Tensor", "empty", "zeros", "from_dlpack", "live_allocations", "cuda_device_count", "DTYPES"]
+
+# ---------------------------------------------------------------------------------------------
+# dtypes and devices
+# ---------------------------------------------------------------------------------------------
+
+#: The dtypes of the contract: name -> (DLPack type code, bits).
+DTYPES: dict[str, Tuple[int, int]] = {
+    "bool": (6, 8),
+    "int8": (0, 8),
+    "int16": (0, 16),
+    "int32": (0, 32),
+    "int64": (0, 64),
+    "uint8": (1, 8),
+    "uint16": (1, 16),
+    "uint32": (1, 32),
+    "uint64": (1, 64),
+    "float16": (2, 16),
+    "bfloat16": (4, 16),
+    "float32": (2, 32),
+    "float64": (2, 64),
+    "complex64": (5, 64),
+    "complex128": (5, 128),
+}
+# Types dlbridge can hold and exchange but not convert (DLPack's float8 codes).
+_EXCHANGE_ONLY = {
+    (7, 8): "float8_e3m4",
+    (8, 8): "float8_e4m3",
+    (9, 8): "float8_e4m3b11fnuz",
+    (10, 8): "float8_e4m3fn",
+    (11, 8): "float8_e4m3fnuz",
+    (12, 8): "float8_e5m2",
+    (13, 8): "float8_e5m2fnuz",
+    (14, 8): "float8_e8m0fnu",
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()} | _EXCHANGE_ONLY
+
+CPU, CUDA, CUDA_HOST = 1, 2, 3
+
+DeviceLike = Union[str, Tuple[int, int]]
+
+
+def _dtype(dtype: Any) -> DLDataType:
+    """A dtype name ("float32"), or anything whose .name or str() is one (numpy dtypes,
+    torch.float32)."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype)
+        if name.startswith("torch."):
+            name = name[len("torch."):]
+        elif not isinstance(dtype, str) and name not in DTYPES:
+            raise TypeError(f"dtype must be a dtype name such as 'float32', not {type(dtype).__name__}")
+    try:
+        code, bits = DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; dlbridge knows {', '.join(DTYPES)}") from None
+    return DLDataType(code, bits, 1)
+
+
+def _device(device: DeviceLike) -> DLDevice:
+    """"cpu", "cuda", "cuda:N", "cuda_host", or a DLPack (device_type, device_id) pair."""
+    if isinstance(device, tuple) and len(device) == 2 and all(isinstance(x, int) for x in device):
+        return DLDevice(device[0], device[1])
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', not {type(device).__name__}")
+    if device == "cpu":
+        return DLDevice(CPU, 0)
+    if device == "cuda_host":
+        return DLDevice(CUDA_HOST, 0)
+    if device == "cuda":
+        return DLDevice(CUDA, 0)
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return DLDevice(CUDA, int(device[5:]))
+    raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'cuda_host'")
+
+
+def _device_name(device_type: int, device_id: int) -> str:
+    if device_type == CPU:
+        return "cpu"
+    if device_type == CUDA:
+        return f"cuda:{device_id}"
+    if device_type == CUDA_HOST:
+        return "cuda_host"
+    return f"dlpack_device({device_type}, {device_id})"
+
+
+def _dims(values: Sequence[int], what: str) -> Tuple[Any, int]:
+    """A Python sequence of ints as a C int64 array (or NULL when empty) and its length."""
+    if isinstance(values, int):
+        values = (values,)
+    try:
+        items = [operator.index(v) for v in values]  # ints, numpy integers, torch.Size entries
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints, not {values!r}") from None
+    n = len(items)
+    return ((c_int64 * n)(*items) if n else None), n
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor
+# ---------------------------------------------------------------------------------------------
+
+_free = _lib.helpers.free
+_to_capsule = _lib.helpers.to_capsule
+_from_capsule = _lib.helpers.from_capsule
+_from_exchange_api = _lib.helpers.from_exchange_api
+_new_handle = c_void_p
+
+
+def _produce(fn: Any, *args: Any) -> "Tensor":
+    """Calls a C function whose last parameter is `dlb_tensor **out` and wraps the result."""
+    out = _new_handle()
+    fn(*args, byref(out))  # errcheck raises on failure
+    return _wrap(out.value)
+
+
+class Tensor:
+    """A tensor handle owned by this object. Memory is shared between aliases, views and DLPack
+    exports; it is released when the last of them is gone."""
+
+    __slots__ = ("_h", "_meta", "__weakref__")
+
+    _h: int
+    # (shape, strides, dtype, device, (device_type, device_id)), read once from the handle.
+    _meta: Optional[tuple]
+
+    def __init__(self) -> None:
+        raise TypeError("use dlbridge.empty, dlbridge.zeros or dlbridge.from_dlpack to make a Tensor")
+
+    def __del__(self, _free: Any = _free) -> None:
+        # `_free` is bound at definition time: during interpreter shutdown module globals may
+        # already be gone.
+        h = getattr(self, "_h", None)
+        if h:
+            self._h = 0
+            _free(h)
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def _info(self) -> tuple:
+        meta = self._meta
+        if meta is None:
+            dl = lib.dlb_tensor_dltensor(self._h).contents
+            n = dl.ndim
+            shape = tuple(dl.shape[i] for i in range(n))
+            strides = tuple(dl.strides[i] for i in range(n))
+            dt = dl.dtype
+            dtype = _DTYPE_NAMES.get((dt.code, dt.bits)) if dt.lanes == 1 else None
+            if dtype is None:
+                dtype = f"dlpack_dtype(code={dt.code}, bits={dt.bits}, lanes={dt.lanes})"
+            dev = (dl.device.device_type, dl.device.device_id)
+            meta = self._meta = (shape, strides, dtype, _device_name(*dev), dev)
+        return meta
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._info()[0]
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        """Strides in elements (not bytes), as DLPack counts them."""
+        return self._info()[1]
+
+    @property
+    def ndim(self) -> int:
+        return len(self._info()[0])
+
+    @property
+    def dtype(self) -> str:
+        return self._info()[2]
+
+    @property
+    def device(self) -> str:
+        return self._info()[3]
+
+    @property
+    def itemsize(self) -> int:
+        dl = lib.dlb_tensor_dltensor(self._h).contents
+        return (dl.dtype.bits * dl.dtype.lanes + 7) // 8
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * self.itemsize
+
+    @property
+    def read_only(self) -> bool:
+        return bool(pylib.dlb_tensor_is_read_only(self._h))
+
+    def is_contiguous(self) -> bool:
+        return bool(pylib.dlb_tensor_is_contiguous(self._h))
+
+    def shares_memory(self, other: "Tensor") -> bool:
+        """Whether the byte ranges of the two tensors overlap, on the same device."""
+        if not isinstance(other, Tensor):
+            raise TypeError(f"shares_memory expects a dlbridge.Tensor, not {type(other).__name__}")
+        return bool(pylib.dlb_tensor_shares_memory(self._h, other._h))
+
+    # A copy of the object would copy the handle, and both copies would free it.
+    def __copy__(self) -> "Tensor":
+        return self.alias()
+
+    def __deepcopy__(self, memo: Any) -> "Tensor":
+        return self.copy()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a dlbridge.Tensor cannot be pickled: export it (DLPack) or copy it to NumPy")
+
+    def __repr__(self) -> str:
+        if not getattr(self, "_h", 0):
+            return "dlbridge.Tensor(<freed>)"
+        flags = ", read_only=True" if self.read_only else ""
+        return f"dlbridge.Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device}{flags})"
+
+    # -- sharing and copying ------------------------------------------------------------------
+
+    def alias(self) -> "Tensor":
+        """A new tensor sharing this one's memory."""
+        return _produce(pylib.dlb_tensor_alias, self._h)  # too short to be worth releasing the GIL
+
+    def view(self, shape: Sequence[int], strides: Optional[Sequence[int]] = None, offset: int = 0) -> "Tensor":
+        """A strided view of this tensor's memory (zero-copy). strides and offset are in elements,
+        relative to this tensor's first element; strides None means row-major."""
+        shape_arr, n = _dims(shape, "shape")
+        strides_arr = None
+        if strides is not None:
+            strides_arr, m = _dims(strides, "strides")
+            if m != n:
+                raise ValueError(f"strides has {m} entries but shape has {n}")
+        return _produce(pylib.dlb_tensor_view, self._h, shape_arr, strides_arr, n, operator.index(offset))
+
+    def copy(self) -> "Tensor":
+        """A row-major copy in new memory."""
+        return _produce(lib.dlb_tensor_copy, self._h)
+
+    def astype(self, dtype: Any) -> "Tensor":
+        """A converting copy (complex to real is refused with TypeError)."""
+        try:
+            return _produce(lib.dlb_tensor_cast, self._h, _dtype(dtype))
+        except BufferError as e:  # DLB_ERR_UNSUPPORTED: a conversion dlbridge does not do
+            raise TypeError(str(e)) from None
+
+    def to(self, device: DeviceLike) -> "Tensor":
+        """Same device: an alias. Another device: a copy there."""
+        target = _device(device)
+        _, _, _, _, dev = self._info()
+        if (target.device_type, target.device_id) == dev:
+            return self.alias()
+        return _produce(lib.dlb_tensor_to_device, self._h, target)
+
+    def cpu(self) -> "Tensor":
+        """Like torch: an alias when already on the CPU, else a copy to the CPU."""
+        return self.to("cpu")
+
+    def numpy(self) -> Any:
+        """A NumPy array sharing this tensor's memory (CPU tensors only). A read-only tensor gives
+        a read-only array; bfloat16 needs ml_dtypes."""
+        import numpy as np
+
+        device = self.device
+        if device not in ("cpu", "cuda_host"):
+            raise TypeError(
+                f"can't convert a {device} tensor to numpy: its memory is not on the host; "
+                "call .cpu() first to copy it to host memory"
+            )
+        if self.dtype == "bfloat16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise BufferError("a bfloat16 tensor needs the ml_dtypes package to become a NumPy array") from None
+            return np.from_dlpack(_Reinterpret(self, DLDataType(1, 16, 1))).view(ml_dtypes.bfloat16)
+        return np.from_dlpack(self)
+
+    # -- DLPack -------------------------------------------------------------------------------
+
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Optional[Tuple[int, int]] = None,
+        dl_device: Optional[Tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any:
+        """Exports this tensor as a DLPack capsule: "dltensor_versioned" when max_version allows
+        (major >= 1), else legacy "dltensor". copy=True hands out a fresh copy (IS_COPIED),
+        copy=False never copies. Shared exports of read-only data set READ_ONLY; the legacy
+        struct cannot, so a legacy export of read-only data raises BufferError."""
+        if stream is not None:
+            self._check_stream(stream)
+        if dl_device is not None and tuple(dl_device) != self._info()[4]:
+            return self._export_to(dl_device, max_version, copy)
+        return _to_capsule(self._h, (max_version is not None and max_version[0] >= 1) | (copy is True) << 1)
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        meta = self._meta
+        return (meta or self._info())[4]
+
+    def _check_stream(self, stream: Any) -> None:
+        if self._info()[4][0] == CPU:
+            raise BufferError(f"stream must be None for a CPU tensor, got {stream!r}")
+        raise BufferError(
+            f"stream={stream!r}: synchronising a DLPack exchange on a CUDA stream needs dlbridge's "
+            "CUDA support, which this build lacks; pass stream=None"
+        )
+
+    def _export_to(self, dl_device: Any, max_version: Any, copy: Optional[bool]) -> Any:
+        if copy is False:
+            raise BufferError(
+                f"dl_device={tuple(dl_device)} differs from the tensor's device {self.device}, and "
+                "copy=False forbids the copy a move would need"
+            )
+        try:
+            moved = _produce(lib.dlb_tensor_to_device, self._h, _device(tuple(dl_device)))
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise BufferError(f"cannot export to dl_device={tuple(dl_device)}: {e}") from e
+        return _to_capsule(moved._h, int(max_version is not None and max_version[0] >= 1))
+
+
+_Tensor_new = object.__new__
+
+
+def _wrap(h: Optional[int]) -> Tensor:
+    if not h:
+        raise RuntimeError("libdlbridge returned no tensor and no error")
+    t = _Tensor_new(Tensor)
+    t._h = h
+    t._meta = None
+    return t
+
+
+class _Reinterpret:
+    """Exports a tensor's memory under another dtype of the same size (bfloat16 as uint16 for
+    NumPy, which cannot import bfloat16). The export is our own struct, not yet handed out, so
+    changing its dtype field is ours to do."""
+
+    def __init__(self, t: Tensor, dtype: DLDataType) -> None:
+        self._t, self._dtype = t, dtype
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return self._t.__dlpack_device__()
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        capsule = self._t.__dlpack__(**kwargs)
+        name = b"dltensor_versioned" if kwargs.get("max_version") else b"dltensor"
+        managed = _lib.capsule_pointer(capsule, name)
+        offset = 32 if name == b"dltensor_versioned" else 0  # where dl_tensor sits (DLPack ABI)
+        _lib.DLTensor.from_address(managed + offset).dtype = self._dtype
+        return capsule
+
+
+# ---------------------------------------------------------------------------------------------
+# creation and import
+# ---------------------------------------------------------------------------------------------
+
+
+def empty(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
+    """A new tensor with uninitialised memory (256-byte aligned)."""
+    arr, n = _dims(shape, "shape")
+    return _produce(lib.dlb_tensor_empty, arr, n, _dtype(dtype), _device(device))
+
+
+def zeros(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
+    """A new zero-filled tensor (256-byte aligned)."""
+    arr, n = _dims(shape, "shape")
+    return _produce(lib.dlb_tensor_zeros, arr, n, _dtype(dtype), _device(device))
+
+
+def live_allocations() -> int:
+    """Data buffers dlbridge keeps alive now (its own, wrapped and imported ones)."""
+    return int(pylib.dlb_live_allocations())
+
+
+def cuda_device_count() -> int:
+    """CUDA devices usable now (0 without a driver or device; this build has no CUDA support)."""
+    return int(pylib.dlb_cuda_device_count())
+
+
+_CapsuleType = _lib.CapsuleType
+_EXCHANGE_ROUTES: dict[type, Any] = {}
+_MISSING = object()
+
+
+def _torch_exchange_safe(x: Any) -> bool:
+    """Whether PyTorch's C exchange table gives the same tensor its __dlpack__ would.
+
+    It does not for everything: the table exports tensors whose conjugate bit is set without
+    applying it (the values read back are wrong), tensors that require grad and sparse layouts,
+    all of which __dlpack__ refuses with BufferError. Those take the __dlpack__ path, so dlbridge
+    refuses them the way NumPy does. Tensors with the negative bit set are exported wrongly by
+    both (PyTorch 2.15: np.from_dlpack(t) returns the un-negated values), so they are refused
+    here, as Tensor.numpy() refuses them."""
+    if x.is_neg():
+        raise BufferError(
+            "from_dlpack: the PyTorch tensor has its negative bit set, which DLPack cannot carry "
+            "(PyTorch would export the un-negated values); call .resolve_neg() first"
+        )
+    return not (x.requires_grad or x.is_conj()) and x.layout is sys.modules["torch"].strided
+
+
+def _exchange_route(tp: type) -> Any:
+    """(table, guard) when objects of type tp can be imported through their type's DLPack C
+    exchange table (`__dlpack_c_exchange_api__`) without any Python-level call, else None.
+    Only producers whose table was checked against their __dlpack__ are used: PyTorch, with
+    the guard above."""
+    route = _EXCHANGE_ROUTES.get(tp, _MISSING)
+    if route is _MISSING:
+        route = None
+        torch = sys.modules.get("torch")
+        if torch is not None and issubclass(tp, torch.Tensor):
+            table = getattr(tp, "__dlpack_c_exchange_api__", None)
+            if type(table) is _CapsuleType:
+                route = (table, _torch_exchange_safe)
+        _EXCHANGE_ROUTES[tp] = route
+    return route
+
+
+def _tf_capsule(obj: Any) -> Any:
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(obj, tf.Tensor):
+        return tf.experimental.dlpack.to_dlpack(obj)
+    return None
+
+
+def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Tuple[Any, bool]:
+    """Asks a producer for a capsule, newest protocol first, falling back on TypeError as the
+    array-API standard describes. Returns the capsule and whether `copy` reached the producer."""
+    kwargs: dict[str, Any] = {"max_version": (1, 3)}
+    if copy is not None:
+        kwargs["copy"] = copy
+    try:
+        return dunder(**kwargs), True
+    except TypeError:
+        pass
+    del kwargs["max_version"]
+    try:
+        return dunder(**kwargs), True
+    except TypeError:
+        if copy is None:
+            raise
+    return dunder(), False
+
+
+def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[DeviceLike] = None) -> Tensor:
+    """Imports anything that speaks DLPack: an object with __dlpack__ (NumPy, PyTorch, JAX, CuPy,
+    dlbridge), a DLPack capsule (legacy or versioned, consumed here) or a tf.Tensor. Shares memory
+    whenever the producer allows; copy=True always copies; copy=False shares or raises
+    BufferError. device moves the result there (a copy, so not with copy=False)."""
+    if copy is not None and not isinstance(copy, bool):
+        raise TypeError(f"copy must be None, True or False, not {copy!r}")
+    target = None if device is None else _device(device)
+    tp = type(obj)
+    copied = False
+    if tp is Tensor:
+        t = obj.alias()
+    elif tp is _CapsuleType:
+        t = _wrap(_from_capsule(obj))
+    else:
+        route = _exchange_route(tp)
+        h = _from_exchange_api(route[0], obj) if route is not None and route[1](obj) else None
+        if h:
+            t = _wrap(h)
+        else:
+            dunder = getattr(obj, "__dlpack__", None)
+            if dunder is not None:
+                capsule, copied = _call_dunder(obj, dunder, copy)
+                copied = copied and copy is True
+            else:
+                capsule = _tf_capsule(obj)
+                if capsule is None:
+                    raise TypeError(
+                        f"from_dlpack needs an object with __dlpack__, a DLPack capsule or a tf.Tensor, "
+                        f"not {tp.__name__}"
+                    )
+            t = _wrap(_from_capsule(capsule))
+    if target is not None and (target.device_type, target.device_id) != t.__dlpack_device__():
+        if copy is False:
+            raise BufferError(
+                f"the data is on {t.device}; moving it to {_device_name(target.device_type, target.device_id)} "
+                "needs a copy, which copy=False forbids"
+            )
+        return _produce(lib.dlb_tensor_to_device, t._h, target)
+    if copy is True and not copied:
+        return t.copy()
+    return t

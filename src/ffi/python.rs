@@ -1,0 +1,472 @@
+//! Entry points for dlbridge's own Python package (bindings/python). They are not part of the C
+//! contract and are left out of the header.
+//!
+//! Why they exist: a DLPack hand-over from Python means building or taking apart a PyCapsule.
+//! Through ctypes that is several foreign calls of 200-400 ns each, and a capsule destructor
+//! written in Python could be collected while a capsule still needs it or run after the
+//! interpreter has gone. So the hand-over paths live here, as CPython builtin functions
+//! (METH_FASTCALL) that cost one plain Python call, and the capsule destructors are C functions
+//! of this library.
+//!
+//! The library never links against libpython. At import the package hands over the few CPython
+//! functions used here and the exception types to raise (`dlb_py_init`, through ctypes), then
+//! asks for the builtins by name (`dlb_py_function`). C programs that link dlbridge are
+//! unaffected. Everything here runs with the GIL held: the builtins are called by Python, the
+//! destructors by CPython, the two exports through `ctypes.PyDLL`.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+use super::error::{boundary, dlb_status, last_error_ptr, set_last_error};
+use super::handle::dlb_tensor;
+use crate::abi::{DLManagedTensor, DLManagedTensorVersioned, DLPackVersion};
+use crate::device::code as device_code;
+use crate::dlpack::{ManagedKind, export, export_legacy, import, release};
+use crate::error::Error;
+
+/// CPython's `PyObject`, only ever handled by pointer.
+type PyObject = c_void;
+type Destructor = unsafe extern "C" fn(*mut PyObject);
+/// A METH_FASTCALL function: `(self, args, nargs) -> new reference or NULL with an exception`.
+type FastCall = unsafe extern "C" fn(*mut PyObject, *const *mut PyObject, isize) -> *mut PyObject;
+
+const LEGACY: &CStr = c"dltensor";
+const VERSIONED: &CStr = c"dltensor_versioned";
+const USED_LEGACY: &CStr = c"used_dltensor";
+const USED_VERSIONED: &CStr = c"used_dltensor_versioned";
+const EXCHANGE_API: &CStr = c"dlpack_exchange_api";
+
+/// The index in `dlb_py_api::exceptions` for "wrong type" (TypeError), after the status values.
+const WRONG_TYPE: usize = 8;
+
+/// What the Python package hands over at import: CPython functions (addresses taken from
+/// `ctypes.pythonapi`), `None`, and the exception type to raise for each `dlb_status` value, plus
+/// TypeError at index 8. The objects are borrowed and must live for the whole process (None and
+/// the built-in exception types do).
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct dlb_py_api {
+    pub capsule_new:
+        Option<unsafe extern "C" fn(*mut c_void, *const c_char, Option<Destructor>) -> *mut PyObject>,
+    pub capsule_is_valid: Option<unsafe extern "C" fn(*mut PyObject, *const c_char) -> c_int>,
+    pub capsule_get_pointer: Option<unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut c_void>,
+    pub capsule_set_name: Option<unsafe extern "C" fn(*mut PyObject, *const c_char) -> c_int>,
+    pub err_set_string: Option<unsafe extern "C" fn(*mut PyObject, *const c_char)>,
+    pub err_occurred: Option<unsafe extern "C" fn() -> *mut PyObject>,
+    pub long_as_void_ptr: Option<unsafe extern "C" fn(*mut PyObject) -> *mut c_void>,
+    pub long_from_void_ptr: Option<unsafe extern "C" fn(*mut c_void) -> *mut PyObject>,
+    pub cfunction_new_ex:
+        Option<unsafe extern "C" fn(*mut PyMethodDef, *mut PyObject, *mut PyObject) -> *mut PyObject>,
+    pub incref: Option<unsafe extern "C" fn(*mut PyObject)>,
+    pub none: *mut PyObject,
+    pub exceptions: [*mut PyObject; 9],
+}
+
+/// `dlb_py_api` with every function checked to be present.
+struct Api {
+    capsule_new: unsafe extern "C" fn(*mut c_void, *const c_char, Option<Destructor>) -> *mut PyObject,
+    capsule_is_valid: unsafe extern "C" fn(*mut PyObject, *const c_char) -> c_int,
+    capsule_get_pointer: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut c_void,
+    capsule_set_name: unsafe extern "C" fn(*mut PyObject, *const c_char) -> c_int,
+    err_set_string: unsafe extern "C" fn(*mut PyObject, *const c_char),
+    err_occurred: unsafe extern "C" fn() -> *mut PyObject,
+    long_as_void_ptr: unsafe extern "C" fn(*mut PyObject) -> *mut c_void,
+    long_from_void_ptr: unsafe extern "C" fn(*mut c_void) -> *mut PyObject,
+    cfunction_new_ex: unsafe extern "C" fn(*mut PyMethodDef, *mut PyObject, *mut PyObject) -> *mut PyObject,
+    incref: unsafe extern "C" fn(*mut PyObject),
+    none: *mut PyObject,
+    exceptions: [*mut PyObject; 9],
+}
+
+// SAFETY: the functions are CPython's and the objects immortal; every use happens with the GIL
+// held, which serialises them.
+unsafe impl Send for Api {}
+// SAFETY: as above.
+unsafe impl Sync for Api {}
+
+static API: OnceLock<Api> = OnceLock::new();
+
+impl Api {
+    fn is_named(&self, capsule: *mut PyObject, name: &CStr) -> bool {
+        // SAFETY: `capsule` is a live object (the caller holds a reference and the GIL);
+        // PyCapsule_IsValid accepts any object and never sets an exception.
+        unsafe { (self.capsule_is_valid)(capsule, name.as_ptr()) == 1 }
+    }
+
+    /// Sets the Python exception for a failed call: the type chosen by `index` (a status value,
+    /// or WRONG_TYPE), the message of this thread's last error. Returns NULL, for the caller to
+    /// hand back to CPython.
+    fn raise<T>(&self, index: usize) -> *mut T {
+        let exc = self.exceptions[index.min(self.exceptions.len() - 1)];
+        // SAFETY: the GIL is held; the message is a NUL-terminated string that lives until this
+        // thread's next failing call (PyErr_SetString copies it).
+        unsafe { (self.err_set_string)(exc, last_error_ptr()) };
+        std::ptr::null_mut()
+    }
+
+    /// Records `message` as the last error of `function` and raises it as `index`.
+    fn fail<T>(&self, function: &str, index: usize, message: &str) -> *mut T {
+        set_last_error(function, message);
+        self.raise(index)
+    }
+
+    /// Runs `f` inside the usual boundary; its error, if any, becomes a Python exception.
+    fn call(&self, function: &str, f: impl FnOnce() -> Result<(), Error>) -> bool {
+        let status = boundary(function, f);
+        if status != dlb_status::DLB_OK {
+            self.raise::<c_void>(status as usize);
+        }
+        status == dlb_status::DLB_OK
+    }
+
+    /// The arguments of a fastcall, checked for number.
+    ///
+    /// # Safety
+    /// `args` holds `nargs` live objects, as CPython passes them.
+    unsafe fn args<'a, const N: usize>(
+        &self,
+        function: &str,
+        args: *const *mut PyObject,
+        nargs: isize,
+    ) -> Option<&'a [*mut PyObject; N]> {
+        if nargs != N as isize {
+            self.fail::<c_void>(function, WRONG_TYPE, &format!("takes {N} arguments, got {nargs}"));
+            return None;
+        }
+        // SAFETY: per the function contract.
+        Some(unsafe { &*args.cast::<[*mut PyObject; N]>() })
+    }
+
+    /// A Python int as an address (a handle or flags); None if it raised.
+    fn int(&self, obj: *mut PyObject) -> Option<usize> {
+        // SAFETY: GIL held; `obj` is live. NULL is also the answer for 0, so check for an error.
+        let value = unsafe { (self.long_as_void_ptr)(obj) };
+        if value.is_null() && unsafe { !(self.err_occurred)().is_null() } {
+            return None;
+        }
+        Some(value as usize)
+    }
+
+    /// A new reference to None.
+    fn none(&self) -> *mut PyObject {
+        // SAFETY: GIL held; None is immortal.
+        unsafe { (self.incref)(self.none) };
+        self.none
+    }
+
+    /// A handle as a new Python int.
+    fn handle(&self, t: *mut dlb_tensor) -> *mut PyObject {
+        // SAFETY: GIL held. On failure (MemoryError) the handle is released again.
+        let obj = unsafe { (self.long_from_void_ptr)(t.cast()) };
+        if obj.is_null() {
+            // SAFETY: `t` is ours and nobody else has seen it.
+            unsafe { dlb_tensor::free(t) };
+        }
+        obj
+    }
+}
+
+/// Stores the CPython functions and objects the builtins use. The first call wins; later calls
+/// (a reloaded module) keep the first table.
+///
+/// # Safety
+/// `api` is NULL or points to a filled table whose functions are CPython's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_init(api: *const dlb_py_api) -> dlb_status {
+    boundary("dlb_py_init", || {
+        // SAFETY: per the function contract.
+        let api = unsafe { api.as_ref() }.ok_or_else(|| Error::invalid("api is NULL"))?;
+        let missing = || Error::invalid("a CPython function in the table is NULL");
+        let checked = Api {
+            capsule_new: api.capsule_new.ok_or_else(missing)?,
+            capsule_is_valid: api.capsule_is_valid.ok_or_else(missing)?,
+            capsule_get_pointer: api.capsule_get_pointer.ok_or_else(missing)?,
+            capsule_set_name: api.capsule_set_name.ok_or_else(missing)?,
+            err_set_string: api.err_set_string.ok_or_else(missing)?,
+            err_occurred: api.err_occurred.ok_or_else(missing)?,
+            long_as_void_ptr: api.long_as_void_ptr.ok_or_else(missing)?,
+            long_from_void_ptr: api.long_from_void_ptr.ok_or_else(missing)?,
+            cfunction_new_ex: api.cfunction_new_ex.ok_or_else(missing)?,
+            incref: api.incref.ok_or_else(missing)?,
+            none: api.none,
+            exceptions: api.exceptions,
+        };
+        if checked.none.is_null() || checked.exceptions.iter().any(|e| e.is_null()) {
+            return Err(Error::invalid("an object in the table is NULL"));
+        }
+        let _ = API.set(checked);
+        Ok(())
+    })
+}
+
+/// CPython's `PyMethodDef` (stable ABI).
+#[repr(C)]
+pub struct PyMethodDef {
+    name: *const c_char,
+    meth: Option<FastCall>,
+    flags: c_int,
+    doc: *const c_char,
+}
+
+/// The method definitions must outlive every function object made from them: a static.
+struct Methods([PyMethodDef; 4]);
+// SAFETY: immutable after construction; CPython only reads it.
+unsafe impl Sync for Methods {}
+
+const METH_FASTCALL: c_int = 0x0080;
+
+static METHODS: Methods = Methods([
+    PyMethodDef {
+        name: c"to_capsule".as_ptr(),
+        meth: Some(py_to_capsule),
+        flags: METH_FASTCALL,
+        doc: c"to_capsule(handle, flags): a DLPack capsule of the tensor (flags: 1 versioned, 2 copy)"
+            .as_ptr(),
+    },
+    PyMethodDef {
+        name: c"from_capsule".as_ptr(),
+        meth: Some(py_from_capsule),
+        flags: METH_FASTCALL,
+        doc: c"from_capsule(capsule): consumes a DLPack capsule; returns a new handle".as_ptr(),
+    },
+    PyMethodDef {
+        name: c"from_exchange_api".as_ptr(),
+        meth: Some(py_from_exchange_api),
+        flags: METH_FASTCALL,
+        doc: c"from_exchange_api(table, obj): a new handle, or None when __dlpack__ must be used".as_ptr(),
+    },
+    PyMethodDef {
+        name: c"free".as_ptr(),
+        meth: Some(py_free),
+        flags: METH_FASTCALL,
+        doc: c"free(handle): releases a handle".as_ptr(),
+    },
+]);
+
+/// A new builtin function object for one of the helpers below, by name; NULL with an exception
+/// set for an unknown name.
+///
+/// # Safety
+/// GIL held (ctypes.PyDLL); `dlb_py_init` has succeeded; `name` NULL or a C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_function(name: *const c_char) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: per the function contract.
+    let wanted = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) });
+    for def in &METHODS.0 {
+        // SAFETY: our names are static C strings.
+        if Some(unsafe { CStr::from_ptr(def.name) }) == wanted {
+            // SAFETY: GIL held; the definition is static, as CPython requires.
+            return unsafe {
+                (api.cfunction_new_ex)(
+                    (def as *const PyMethodDef).cast_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+    api.fail("dlb_py_function", dlb_status::DLB_ERR_INVALID_ARGUMENT as usize, "no such helper")
+}
+
+/// The capsule destructor for our versioned capsules: releases the export only while the capsule
+/// is unconsumed (a consumer renamed it to "used_dltensor_versioned" when it took ownership).
+unsafe extern "C" fn destroy_versioned(capsule: *mut PyObject) {
+    // SAFETY: called by CPython on a capsule we created with this name.
+    unsafe { destroy::<DLManagedTensorVersioned>(capsule, VERSIONED) }
+}
+
+/// The capsule destructor for our legacy capsules, as `destroy_versioned`.
+unsafe extern "C" fn destroy_legacy(capsule: *mut PyObject) {
+    // SAFETY: called by CPython on a capsule we created with this name.
+    unsafe { destroy::<DLManagedTensor>(capsule, LEGACY) }
+}
+
+/// # Safety
+/// `capsule` is a capsule being destroyed by CPython (GIL held).
+unsafe fn destroy<M: ManagedKind>(capsule: *mut PyObject, name: &CStr) {
+    let Some(api) = API.get() else { return };
+    // A destructor must never unwind into CPython.
+    let _ = std::panic::catch_unwind(|| {
+        if api.is_named(capsule, name) {
+            // SAFETY: the capsule is valid under `name`, so this cannot fail or set an exception;
+            // its pointer is the export we stored and nobody has taken ownership of it.
+            unsafe { release((api.capsule_get_pointer)(capsule, name.as_ptr()).cast::<M>()) }
+        }
+    });
+}
+
+/// `to_capsule(handle, flags)`: exports the tensor as a new capsule ("dltensor_versioned" with
+/// flag 1, else "dltensor"), sharing its memory or, with flag 2, a fresh copy. A legacy export of
+/// read-only data raises BufferError.
+unsafe extern "C" fn py_to_capsule(
+    _: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: isize,
+) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: CPython passes `nargs` live arguments.
+    let Some(&[handle, flags]) = (unsafe { api.args("__dlpack__", args, nargs) }) else {
+        return std::ptr::null_mut();
+    };
+    let (Some(handle), Some(flags)) = (api.int(handle), api.int(flags)) else { return std::ptr::null_mut() };
+    let (versioned, copy) = (flags & 1 != 0, flags & 2 != 0);
+    let mut capsule = std::ptr::null_mut();
+    api.call("__dlpack__", || {
+        // SAFETY: the package passes only live handles it owns.
+        let t = unsafe { dlb_tensor::from_ptr(handle as *const dlb_tensor, "the tensor") }?.tensor();
+        // SAFETY (both arms): the export is ours to hand over; if CPython cannot make the capsule
+        // it has set an exception (MemoryError) and the export is released again.
+        unsafe {
+            if versioned {
+                let mt = export::<DLManagedTensorVersioned>(t, copy)?;
+                capsule = (api.capsule_new)(mt.cast(), VERSIONED.as_ptr(), Some(destroy_versioned));
+                if capsule.is_null() {
+                    release(mt);
+                }
+            } else {
+                let mt = export_legacy(t, copy)?;
+                capsule = (api.capsule_new)(mt.cast(), LEGACY.as_ptr(), Some(destroy_legacy));
+                if capsule.is_null() {
+                    release(mt);
+                }
+            }
+        }
+        Ok(())
+    });
+    capsule
+}
+
+/// `from_capsule(capsule)`: takes ownership of the managed tensor in a DLPack capsule (legacy or
+/// versioned) and imports it, returning a new handle. The capsule is renamed "used_…" before the
+/// import, so whatever the outcome a second consumption fails cleanly and the producer's capsule
+/// destructor leaves the tensor alone. Raises TypeError for a capsule that is not a DLPack
+/// capsule, ValueError for one already consumed, else the import's error.
+unsafe extern "C" fn py_from_capsule(
+    _: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: isize,
+) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: CPython passes `nargs` live arguments.
+    let Some(&[capsule]) = (unsafe { api.args("from_dlpack", args, nargs) }) else {
+        return std::ptr::null_mut();
+    };
+    let take = |name: &CStr, used: &CStr| -> Result<*mut c_void, Error> {
+        // SAFETY: the capsule is valid under `name` (checked by the caller), so GetPointer
+        // cannot fail; the names are static, as PyCapsule_SetName requires.
+        unsafe {
+            let ptr = (api.capsule_get_pointer)(capsule, name.as_ptr());
+            if (api.capsule_set_name)(capsule, used.as_ptr()) != 0 {
+                return Err(Error::invalid("the capsule could not be renamed"));
+            }
+            Ok(ptr)
+        }
+    };
+    let mut out = std::ptr::null_mut();
+    let mut wrong_type = false;
+    let ok = api.call("from_dlpack", || {
+        // SAFETY: a pointer taken from a capsule of that name is a managed tensor of that kind,
+        // now ours; `import` consumes it whatever happens.
+        let tensor = if api.is_named(capsule, VERSIONED) {
+            unsafe { import(take(VERSIONED, USED_VERSIONED)?.cast::<DLManagedTensorVersioned>()) }?
+        } else if api.is_named(capsule, LEGACY) {
+            unsafe { import(take(LEGACY, USED_LEGACY)?.cast::<DLManagedTensor>()) }?
+        } else if api.is_named(capsule, USED_VERSIONED) || api.is_named(capsule, USED_LEGACY) {
+            return Err(Error::invalid(
+                "this DLPack capsule was already consumed (a capsule can be imported only once)",
+            ));
+        } else {
+            wrong_type = true;
+            return Err(Error::invalid(
+                "expected a DLPack capsule named \"dltensor\" or \"dltensor_versioned\"",
+            ));
+        };
+        out = dlb_tensor::into_raw(tensor);
+        Ok(())
+    });
+    if !ok {
+        return if wrong_type { api.raise(WRONG_TYPE) } else { std::ptr::null_mut() };
+    }
+    api.handle(out)
+}
+
+/// DLPack 1.3's C exchange table, as far as dlbridge uses it (the layout is DLPack's).
+#[repr(C)]
+struct ExchangeApi {
+    version: DLPackVersion,
+    prev_api: *mut c_void,
+    managed_tensor_allocator: *mut c_void,
+    managed_tensor_from_py_object_no_sync:
+        Option<unsafe extern "C" fn(*mut PyObject, *mut *mut DLManagedTensorVersioned) -> c_int>,
+    managed_tensor_to_py_object_no_sync: *mut c_void,
+    dltensor_from_py_object_no_sync: *mut c_void,
+    current_work_stream: *mut c_void,
+}
+
+/// `from_exchange_api(table, obj)`: imports `obj` through its type's `__dlpack_c_exchange_api__`
+/// (`table`, a capsule named "dlpack_exchange_api"), without any Python-level call, returning a
+/// new handle. Host (kDLCPU) tensors only: the table's export does no stream synchronisation, so a
+/// device tensor is released again and None is returned, telling the caller to use `__dlpack__`
+/// (as for a table this library cannot use).
+unsafe extern "C" fn py_from_exchange_api(
+    _: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: isize,
+) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: CPython passes `nargs` live arguments.
+    let Some(&[table, obj]) = (unsafe { api.args("from_dlpack", args, nargs) }) else {
+        return std::ptr::null_mut();
+    };
+    if !api.is_named(table, EXCHANGE_API) {
+        return api.none();
+    }
+    // SAFETY: valid under this name, so GetPointer cannot fail; the producer keeps the table
+    // alive for the whole process (DLPack's rule).
+    let table = unsafe { &*(api.capsule_get_pointer)(table, EXCHANGE_API.as_ptr()).cast::<ExchangeApi>() };
+    let Some(from_py) = table.managed_tensor_from_py_object_no_sync.filter(|_| table.version.major == 1)
+    else {
+        return api.none();
+    };
+    let mut mt = std::ptr::null_mut();
+    // SAFETY: the table belongs to obj's type; on failure the producer has set an exception.
+    if unsafe { from_py(obj, &mut mt) } != 0 {
+        return std::ptr::null_mut();
+    }
+    if mt.is_null() {
+        return api.fail(
+            "from_dlpack",
+            dlb_status::DLB_ERR_PANIC as usize,
+            "the producer's exchange API returned no tensor",
+        );
+    }
+    // SAFETY: a non-NULL result is an owned versioned managed tensor of major version 1.
+    if unsafe { (*mt).dl_tensor.device.device_type.0 } != device_code::CPU {
+        // SAFETY: still ours; nobody else has seen it.
+        unsafe { release(mt) };
+        return api.none();
+    }
+    let mut out = std::ptr::null_mut();
+    if !api.call("from_dlpack", || {
+        // SAFETY: owned, and consumed by `import` whatever happens.
+        out = dlb_tensor::into_raw(unsafe { import(mt) }?);
+        Ok(())
+    }) {
+        return std::ptr::null_mut();
+    }
+    api.handle(out)
+}
+
+/// `free(handle)`: releases a handle (0 is a no-op).
+unsafe extern "C" fn py_free(_: *mut PyObject, args: *const *mut PyObject, nargs: isize) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: CPython passes `nargs` live arguments.
+    let Some(&[handle]) = (unsafe { api.args("free", args, nargs) }) else { return std::ptr::null_mut() };
+    let Some(handle) = api.int(handle) else { return std::ptr::null_mut() };
+    // SAFETY: the package frees each handle it owns exactly once. A panicking drop (a bug) must
+    // not unwind into CPython.
+    let _ = std::panic::catch_unwind(|| unsafe { dlb_tensor::free(handle as *mut dlb_tensor) });
+    api.none()
+}
