@@ -138,14 +138,14 @@ impl Api {
         Some(unsafe { &*args.cast::<[*mut PyObject; N]>() })
     }
 
-    /// A Python int as an address (a handle or flags); None if it raised.
-    fn int(&self, obj: *mut PyObject) -> Option<usize> {
+    /// A Python int as a pointer (a handle, or flags as its address); None if it raised.
+    fn pointer(&self, obj: *mut PyObject) -> Option<*mut c_void> {
         // SAFETY: GIL held; `obj` is live. NULL is also the answer for 0, so check for an error.
         let value = unsafe { (self.long_as_void_ptr)(obj) };
         if value.is_null() && unsafe { !(self.err_occurred)().is_null() } {
             return None;
         }
-        Some(value as usize)
+        Some(value)
     }
 
     /// A new reference to None.
@@ -310,12 +310,14 @@ unsafe extern "C" fn py_to_capsule(
     let Some(&[handle, flags]) = (unsafe { api.args("__dlpack__", args, nargs) }) else {
         return std::ptr::null_mut();
     };
-    let (Some(handle), Some(flags)) = (api.int(handle), api.int(flags)) else { return std::ptr::null_mut() };
-    let (versioned, copy) = (flags & 1 != 0, flags & 2 != 0);
+    let (Some(handle), Some(flags)) = (api.pointer(handle), api.pointer(flags)) else {
+        return std::ptr::null_mut();
+    };
+    let (versioned, copy) = (flags.addr() & 1 != 0, flags.addr() & 2 != 0);
     let mut capsule = std::ptr::null_mut();
     api.call("__dlpack__", || {
         // SAFETY: the package passes only live handles it owns.
-        let t = unsafe { dlb_tensor::from_ptr(handle as *const dlb_tensor, "the tensor") }?.tensor();
+        let t = unsafe { dlb_tensor::from_ptr(handle.cast::<dlb_tensor>(), "the tensor") }?.tensor();
         // SAFETY (both arms): the export is ours to hand over; if CPython cannot make the capsule
         // it has set an exception (MemoryError) and the export is released again.
         unsafe {
@@ -464,9 +466,242 @@ unsafe extern "C" fn py_free(_: *mut PyObject, args: *const *mut PyObject, nargs
     let Some(api) = API.get() else { return std::ptr::null_mut() };
     // SAFETY: CPython passes `nargs` live arguments.
     let Some(&[handle]) = (unsafe { api.args("free", args, nargs) }) else { return std::ptr::null_mut() };
-    let Some(handle) = api.int(handle) else { return std::ptr::null_mut() };
+    let Some(handle) = api.pointer(handle) else { return std::ptr::null_mut() };
     // SAFETY: the package frees each handle it owns exactly once. A panicking drop (a bug) must
     // not unwind into CPython.
-    let _ = std::panic::catch_unwind(|| unsafe { dlb_tensor::free(handle as *mut dlb_tensor) });
+    let _ = std::panic::catch_unwind(|| unsafe { dlb_tensor::free(handle.cast::<dlb_tensor>()) });
     api.none()
+}
+
+/// The helpers against a small fake of the CPython functions they use (objects are boxed Rust
+/// values), so that their ownership logic runs under `cargo test` and Miri without Python. The
+/// Python suite (tests/python) runs them against the real interpreter.
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::sync::{Arc, Once};
+
+    use super::*;
+    use crate::device::Device;
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+
+    enum Obj {
+        Int(*mut c_void),
+        Capsule { ptr: *mut c_void, name: Cell<*const c_char>, destructor: Option<Destructor> },
+        Func,
+        Marker,
+    }
+
+    fn obj(o: Obj) -> *mut PyObject {
+        Box::into_raw(Box::new(o)).cast()
+    }
+    fn get<'a>(o: *mut PyObject) -> &'a Obj {
+        unsafe { &*o.cast::<Obj>() }
+    }
+
+    thread_local! {
+        /// The exception raised on this thread: (index in the exceptions table, message).
+        static RAISED: RefCell<Option<(usize, String)>> = const { RefCell::new(None) };
+    }
+
+    /// A fake object shared by all test threads (the fake is only touched by one test at a time
+    /// per object, as the GIL would ensure).
+    #[derive(Clone, Copy)]
+    struct Shared(*mut PyObject);
+    unsafe impl Send for Shared {}
+    unsafe impl Sync for Shared {}
+
+    static EXCEPTIONS: OnceLock<[Shared; 9]> = OnceLock::new();
+    static NONE: OnceLock<Shared> = OnceLock::new();
+
+    unsafe extern "C" fn capsule_new(
+        ptr: *mut c_void,
+        name: *const c_char,
+        d: Option<Destructor>,
+    ) -> *mut PyObject {
+        obj(Obj::Capsule { ptr, name: Cell::new(name), destructor: d })
+    }
+    unsafe extern "C" fn is_valid(o: *mut PyObject, name: *const c_char) -> c_int {
+        match get(o) {
+            Obj::Capsule { name: n, .. } => {
+                c_int::from(unsafe { CStr::from_ptr(n.get()) == CStr::from_ptr(name) })
+            }
+            _ => 0,
+        }
+    }
+    unsafe extern "C" fn get_pointer(o: *mut PyObject, name: *const c_char) -> *mut c_void {
+        assert_eq!(unsafe { is_valid(o, name) }, 1, "GetPointer with a wrong name");
+        match get(o) {
+            Obj::Capsule { ptr, .. } => *ptr,
+            _ => unreachable!(),
+        }
+    }
+    unsafe extern "C" fn set_name(o: *mut PyObject, name: *const c_char) -> c_int {
+        match get(o) {
+            Obj::Capsule { name: n, .. } => n.set(name),
+            _ => unreachable!(),
+        }
+        0
+    }
+    unsafe extern "C" fn set_string(exc: *mut PyObject, message: *const c_char) {
+        let index = EXCEPTIONS.get().unwrap().iter().position(|e| e.0 == exc).expect("an exception type");
+        let message = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+        RAISED.with(|r| *r.borrow_mut() = Some((index, message)));
+    }
+    unsafe extern "C" fn occurred() -> *mut PyObject {
+        if RAISED.with(|r| r.borrow().is_some()) { NONE.get().unwrap().0 } else { std::ptr::null_mut() }
+    }
+    unsafe extern "C" fn as_void_ptr(o: *mut PyObject) -> *mut c_void {
+        match get(o) {
+            Obj::Int(p) => *p,
+            _ => {
+                RAISED.with(|r| *r.borrow_mut() = Some((WRONG_TYPE, "not an int".into())));
+                std::ptr::null_mut()
+            }
+        }
+    }
+    unsafe extern "C" fn from_void_ptr(p: *mut c_void) -> *mut PyObject {
+        obj(Obj::Int(p))
+    }
+    unsafe extern "C" fn cfunction(_: *mut PyMethodDef, _: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+        obj(Obj::Func)
+    }
+    unsafe extern "C" fn incref(_: *mut PyObject) {}
+
+    fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let none = obj(Obj::Marker);
+            let exceptions: [*mut PyObject; 9] = std::array::from_fn(|_| obj(Obj::Marker));
+            let _ = NONE.set(Shared(none));
+            let _ = EXCEPTIONS.set(exceptions.map(Shared));
+            let table = dlb_py_api {
+                capsule_new: Some(capsule_new),
+                capsule_is_valid: Some(is_valid),
+                capsule_get_pointer: Some(get_pointer),
+                capsule_set_name: Some(set_name),
+                err_set_string: Some(set_string),
+                err_occurred: Some(occurred),
+                long_as_void_ptr: Some(as_void_ptr),
+                long_from_void_ptr: Some(from_void_ptr),
+                cfunction_new_ex: Some(cfunction),
+                incref: Some(incref),
+                none,
+                exceptions,
+            };
+            assert_eq!(unsafe { dlb_py_init(&table) }, dlb_status::DLB_OK);
+        });
+        RAISED.with(|r| *r.borrow_mut() = None);
+    }
+
+    /// What CPython does when the last reference to an object goes.
+    fn drop_obj(o: *mut PyObject) {
+        if let Obj::Capsule { destructor: Some(d), .. } = get(o) {
+            unsafe { d(o) };
+        }
+        drop(unsafe { Box::from_raw(o.cast::<Obj>()) });
+    }
+
+    fn call(f: FastCall, args: &[*mut PyObject]) -> Result<*mut PyObject, (usize, String)> {
+        let out = unsafe { f(std::ptr::null_mut(), args.as_ptr(), args.len() as isize) };
+        match RAISED.with(|r| r.borrow_mut().take()) {
+            Some(e) => {
+                assert!(out.is_null(), "an exception was set but a result returned");
+                Err(e)
+            }
+            None => {
+                assert!(!out.is_null(), "NULL returned without an exception");
+                Ok(out)
+            }
+        }
+    }
+
+    fn handle_of(t: &Tensor) -> *mut PyObject {
+        obj(Obj::Int(dlb_tensor::into_raw(t.alias()).cast()))
+    }
+
+    /// `to_capsule(h, flags)`, with the flags object made and dropped around the call.
+    fn export(h: *mut PyObject, versioned: bool, copy: bool) -> Result<*mut PyObject, (usize, String)> {
+        let flags =
+            obj(Obj::Int(std::ptr::without_provenance_mut(versioned as usize | (copy as usize) << 1)));
+        let result = call(py_to_capsule, &[h, flags]);
+        drop_obj(flags);
+        result
+    }
+
+    fn free_handle(h: *mut PyObject) {
+        let none = call(py_free, &[h]).unwrap();
+        assert_eq!(none, NONE.get().unwrap().0);
+        drop_obj(h);
+    }
+
+    #[test]
+    fn an_unconsumed_capsule_releases_its_export_and_a_consumed_one_does_not() {
+        install();
+        let t = Tensor::empty(&[2, 3], DType::F32, Device::CPU, true).unwrap();
+        let h = handle_of(&t);
+        for versioned in [false, true] {
+            let before = Arc::strong_count(t.storage());
+            let capsule = export(h, versioned, false).unwrap();
+            assert!(unsafe { is_valid(capsule, if versioned { VERSIONED } else { LEGACY }.as_ptr()) } == 1);
+            assert_eq!(Arc::strong_count(t.storage()), before + 1);
+            drop_obj(capsule);
+            assert_eq!(Arc::strong_count(t.storage()), before, "the destructor released the export");
+
+            let capsule = export(h, versioned, false).unwrap();
+            let imported = call(py_from_capsule, &[capsule]).unwrap();
+            let used = if versioned { USED_VERSIONED } else { USED_LEGACY };
+            assert!(unsafe { is_valid(capsule, used.as_ptr()) } == 1, "renamed when consumed");
+            drop_obj(capsule); // consumed: the destructor must leave the export alone
+            assert_eq!(Arc::strong_count(t.storage()), before + 1, "the import holds the storage");
+            free_handle(imported);
+            assert_eq!(Arc::strong_count(t.storage()), before);
+        }
+        free_handle(h);
+    }
+
+    #[test]
+    fn a_capsule_is_consumed_once_and_foreign_capsules_are_refused() {
+        install();
+        let t = Tensor::empty(&[4], DType::F64, Device::CPU, true).unwrap();
+        let h = handle_of(&t);
+        let capsule = export(h, true, true).unwrap();
+        let imported = call(py_from_capsule, &[capsule]).unwrap();
+        let (kind, message) = call(py_from_capsule, &[capsule]).unwrap_err();
+        assert_eq!(kind, dlb_status::DLB_ERR_INVALID_ARGUMENT as usize);
+        assert!(message.contains("already consumed"), "{message}");
+        drop_obj(capsule);
+        free_handle(imported);
+
+        let foreign = unsafe { capsule_new(std::ptr::without_provenance_mut(8), c"other".as_ptr(), None) };
+        assert_eq!(call(py_from_capsule, &[foreign]).unwrap_err().0, WRONG_TYPE);
+        drop_obj(foreign);
+        free_handle(h);
+    }
+
+    #[test]
+    fn refusals_raise_the_mapped_exception() {
+        install();
+        let t = Tensor::empty(&[2], DType::F32, Device::CPU, true).unwrap();
+        let storage = t.storage().clone();
+        let ro = Tensor::on_storage(storage, t.data_ptr(), &[2], None, DType::F32, true).unwrap();
+        let h = handle_of(&ro);
+        let (kind, message) = export(h, false, false).unwrap_err();
+        assert_eq!(kind, dlb_status::DLB_ERR_READ_ONLY as usize);
+        assert!(message.starts_with("__dlpack__: the tensor is read-only"), "{message}");
+        // A copy is writable, so the legacy struct can carry it.
+        let capsule = export(h, false, true).unwrap();
+        drop_obj(capsule);
+        // Wrong argument count and wrong argument type.
+        assert_eq!(call(py_to_capsule, &[h]).unwrap_err().0, WRONG_TYPE);
+        let not_int = obj(Obj::Marker);
+        assert_eq!(export(not_int, true, false).unwrap_err().0, WRONG_TYPE);
+        drop_obj(not_int);
+        // A NULL handle is refused, not dereferenced; freeing it is a no-op.
+        let null = obj(Obj::Int(std::ptr::null_mut()));
+        assert_eq!(export(null, true, false).unwrap_err().0, 1);
+        free_handle(null);
+        free_handle(h);
+    }
 }
