@@ -435,23 +435,25 @@ def _tf_capsule(obj: Any) -> Any:
     return None
 
 
-def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Tuple[Any, bool]:
+def _call_dunder(dunder: Any, copy: Optional[bool]) -> Any:
     """Asks a producer for a capsule, newest protocol first, falling back on TypeError as the
-    array-API standard describes. Returns the capsule and whether `copy` reached the producer."""
+    array-API standard describes. copy=False is passed on (the producer must refuse to copy);
+    copy=True is not: dlbridge imports the shared data and copies it itself, because some
+    producers cannot copy (TensorFlow 2.21 raises RuntimeError for copy=True)."""
     kwargs: dict[str, Any] = {"max_version": (1, 3)}
-    if copy is not None:
-        kwargs["copy"] = copy
+    if copy is False:
+        kwargs["copy"] = False
     try:
-        return dunder(**kwargs), True
+        return dunder(**kwargs)
     except TypeError:
         pass
     del kwargs["max_version"]
     try:
-        return dunder(**kwargs), True
+        return dunder(**kwargs)
     except TypeError:
-        if copy is None:
+        if not kwargs:
             raise
-    return dunder(), False
+    return dunder()
 
 
 def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[DeviceLike] = None) -> Tensor:
@@ -463,7 +465,6 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
         raise TypeError(f"copy must be None, True or False, not {copy!r}")
     target = None if device is None else _device(device)
     tp = type(obj)
-    copied = False
     if tp is Tensor:
         t = obj.alias()
     elif tp is _CapsuleType:
@@ -476,8 +477,7 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
         else:
             dunder = getattr(obj, "__dlpack__", None)
             if dunder is not None:
-                capsule, copied = _call_dunder(obj, dunder, copy)
-                copied = copied and copy is True
+                capsule = _call_dunder(dunder, copy)
             else:
                 capsule = _tf_capsule(obj)
                 if capsule is None:
@@ -493,6 +493,6 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
                 "needs a copy, which copy=False forbids"
             )
         return _produce(lib.dlb_tensor_to_device, t._h, target)
-    if copy is True and not copied:
+    if copy is True:
         return t.copy()
     return t
