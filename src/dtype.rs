@@ -64,6 +64,16 @@ impl DType {
                 )));
             }
         };
+        // The float8/6/4 codes name one width each; the others could have any whole-byte width,
+        // and one dlbridge lacks (PyTorch's complex32, a 128-bit float) is unsupported, not bad.
+        let open_width =
+            matches!(code, code::INT | code::UINT | code::FLOAT | code::BFLOAT | code::COMPLEX | code::BOOL);
+        if !allowed.contains(&bits) && open_width && bits % 8 == 0 {
+            return Err(Error::unsupported(format!(
+                "dtype code {code} ({}) with {bits} bits is not a type dlbridge handles (it handles {allowed:?})",
+                code_name(code)
+            )));
+        }
         if !allowed.contains(&bits) {
             return Err(Error::invalid(format!(
                 "dtype code {code} ({}) cannot have {bits} bits (allowed: {allowed:?})",
@@ -259,6 +269,9 @@ mod tests {
         assert_eq!(DType::from_dl(dl(99, 8, 1)).unwrap_err().kind, InvalidArgument);
         assert_eq!(DType::from_dl(dl(3, 64, 1)).unwrap_err().kind, Unsupported);
         assert_eq!(DType::from_dl(dl(17, 4, 1)).unwrap_err().kind, Unsupported);
+        // complex32 (two float16) is real, PyTorch makes it, dlbridge does not handle it.
+        assert_eq!(DType::from_dl(dl(5, 32, 1)).unwrap_err().kind, Unsupported);
+        assert_eq!(DType::from_dl(dl(17, 8, 1)).unwrap_err().kind, InvalidArgument);
         // Two float4 lanes make a whole byte.
         assert_eq!(DType::from_dl(dl(17, 4, 2)).unwrap().itemsize(), 1);
         assert!(DType::from_dl(dl(99, 8, 1)).unwrap_err().message.contains("99"));

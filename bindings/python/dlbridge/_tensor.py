@@ -96,14 +96,31 @@ def _device_name(device_type: int, device_id: int) -> str:
     return f"dlpack_device({device_type}, {device_id})"
 
 
-def _dims(values: Sequence[int], what: str) -> Tuple[Any, int]:
-    """A Python sequence of ints as a C int64 array (or NULL when empty) and its length."""
-    if isinstance(values, int):
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _int64(value: Any, what: str) -> int:
+    """An int that fits the C int64_t it is passed as (ctypes would silently wrap it)."""
+    try:
+        v = operator.index(value)  # ints, numpy integers, torch.Size entries; not floats
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"{what} is {v}, which does not fit in a 64-bit signed integer")
+    return v
+
+
+def _dims(values: Any, what: str) -> Tuple[Any, int]:
+    """A shape or strides (a sequence of ints, or one int) as a C int64 array (NULL when empty)
+    and its length."""
+    if hasattr(values, "__index__"):
         values = (values,)
     try:
-        items = [operator.index(v) for v in values]  # ints, numpy integers, torch.Size entries
-    except TypeError:
-        raise TypeError(f"{what} must be a sequence of ints, not {values!r}") from None
+        items = [_int64(v, f"{what}[{i}]") for i, v in enumerate(values)]
+    except TypeError as e:
+        if "must be an int" in str(e):
+            raise
+        raise TypeError(f"{what} must be a sequence of ints, not {type(values).__name__}") from None
     n = len(items)
     return ((c_int64 * n)(*items) if n else None), n
 
@@ -241,7 +258,7 @@ class Tensor:
             strides_arr, m = _dims(strides, "strides")
             if m != n:
                 raise ValueError(f"strides has {m} entries but shape has {n}")
-        return _produce(pylib.dlb_tensor_view, self._h, shape_arr, strides_arr, n, operator.index(offset))
+        return _produce(pylib.dlb_tensor_view, self._h, shape_arr, strides_arr, n, _int64(offset, "offset"))
 
     def copy(self) -> "Tensor":
         """A row-major copy in new memory."""
