@@ -37,7 +37,7 @@ VENV_PY := $(VENV)/bin/python
 PY_REQUIREMENTS := bindings/python/requirements-dev.txt
 VENV_STAMP := $(VENV)/.requirements-installed
 
-# The virtual environment, with every package pinned (about 4 GB: PyPI's torch is the CUDA build).
+# The virtual environment, with every package pinned (about 7 GB: PyPI's torch is the CUDA build).
 $(VENV_STAMP): $(PY_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
@@ -54,11 +54,15 @@ $(OFFICIAL_DLPACK): $(VENV_STAMP)
 	mkdir -p $(dir $@)
 	cp "$$($(VENV_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/include/ATen/dlpack.h" $@
 
-bench: build $(VENV)/bin/python
-	$(VENV)/bin/python bench/copy_bench.py
+bench: build python-package
+	$(VENV_PY) bench/copy_bench.py
+	$(VENV_PY) bench/exchange_bench.py
 
-demo: build
+# The C tour, the Python tour and the interop matrix.
+demo: build python-package
 	bash examples/c/run.sh
+	$(VENV_PY) -m dlbridge.tour
+	$(VENV_PY) -m dlbridge.matrix
 
 # Formatting and clippy, warnings as errors.
 lint:
