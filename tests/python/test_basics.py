@@ -347,3 +347,13 @@ def test_read_only_flag_is_exported():
     t = dlbridge.from_dlpack(a)
     assert managed_info(t.__dlpack__(max_version=(1, 3)))["flags"] == READ_ONLY
     assert managed_info(t.__dlpack__(max_version=(1, 3), copy=True))["flags"] == IS_COPIED
+
+
+def test_data_ptr_is_the_first_element():
+    """data_ptr() is what native code needs: the address of the first element, views included."""
+    a = np.arange(12.0)
+    t = dlbridge.from_dlpack(a)
+    assert t.data_ptr() == a.ctypes.data == data_ptr(t)
+    v = t.view((3,), strides=(-2,), offset=7)
+    assert v.data_ptr() == a.ctypes.data + 7 * 8
+    assert dlbridge.zeros((0,)).data_ptr() >= 0

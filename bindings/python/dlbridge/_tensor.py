@@ -169,7 +169,7 @@ class Tensor:
     def _info(self) -> tuple:
         meta = self._meta
         if meta is None:
-            dl = lib.dlb_tensor_dltensor(self._h).contents
+            dl = pylib.dlb_tensor_dltensor(self._h).contents
             n = dl.ndim
             shape = tuple(dl.shape[i] for i in range(n))
             strides = tuple(dl.strides[i] for i in range(n))
@@ -204,8 +204,13 @@ class Tensor:
 
     @property
     def itemsize(self) -> int:
-        dl = lib.dlb_tensor_dltensor(self._h).contents
-        return (dl.dtype.bits * dl.dtype.lanes + 7) // 8
+        dt = pylib.dlb_tensor_dltensor(self._h).contents.dtype
+        return (dt.bits * dt.lanes + 7) // 8
+
+    def data_ptr(self) -> int:
+        """The address of the first element (0 for a zero-element tensor without memory), for
+        native code. It stays valid while this tensor, or anything sharing its memory, lives."""
+        return pylib.dlb_tensor_dltensor(self._h).contents.data or 0
 
     @property
     def nbytes(self) -> int:
