@@ -11,7 +11,7 @@ import ctypes
 import datetime
 import glob
 import os
-from ctypes import POINTER, c_bool, c_char_p, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+from ctypes import POINTER, c_bool, c_char_p, c_int32, c_int64, c_uint8, c_uint16, c_uint64
 from ctypes import c_void_p, py_object
 
 __all__ = ["lib", "pylib", "helpers", "raise_for", "STATUS_EXCEPTIONS", "DLDevice", "DLDataType", "DLTensor"]

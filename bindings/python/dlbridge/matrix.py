@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import gc
 import importlib
 import json
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no probing for TPUs and GPUs
-
 import dlbridge
+from dlbridge._demo import quiet_frameworks, released
+
+quiet_frameworks()
 
 CASES = ("float32", "float64", "bool", "read-only", "transposed", "neg-stride")
 
@@ -343,13 +341,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(table(found, records))
 
     del found, records
-    gc.collect()
-    live = dlbridge.live_allocations()
-    print(f"\nafter cleanup: dlbridge.live_allocations() -> {live}", file=notes_out)
-    if live != 0:
-        print("error: dlbridge still holds memory (a leak)", file=sys.stderr)
-        return 1
-    return 0
+    return released("after cleanup", notes_out)
 
 
 if __name__ == "__main__":

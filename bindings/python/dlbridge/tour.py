@@ -14,16 +14,14 @@ no memory any more (exit status 1 otherwise).
 from __future__ import annotations
 
 import faulthandler
-import gc
 import importlib
-import os
 import sys
 from typing import Any, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no probing for TPUs and GPUs
-
 import dlbridge
+from dlbridge._demo import quiet_frameworks, released
+
+quiet_frameworks()
 
 try:
     import numpy as np
@@ -196,13 +194,7 @@ def main() -> int:
         tour.shares("h = g.cpu()", write="h.numpy()[0] = 1", read="g.cpu().numpy()[0]")
 
     tour.end()
-    gc.collect()
-    live = dlbridge.live_allocations()
-    print(f"\nEverything deleted: dlbridge.live_allocations() -> {live}")
-    if live != 0:
-        print("error: dlbridge still holds memory after the tour (a leak)", file=sys.stderr)
-        return 1
-    return 0
+    return released("Everything deleted")
 
 
 if __name__ == "__main__":
