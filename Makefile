@@ -38,9 +38,10 @@ PY_REQUIREMENTS := bindings/python/requirements-dev.txt
 VENV_STAMP := $(VENV)/.requirements-installed
 
 # The virtual environment, with every package pinned (about 7 GB: PyPI's torch is the CUDA build).
+# --no-cache-dir: pip would otherwise keep another 4 GB of wheels in ~/.cache.
 $(VENV_STAMP): $(PY_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r $(PY_REQUIREMENTS)
 	touch $@
 
 # The package, built and installed the way users install it (pip builds the Rust library with
