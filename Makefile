@@ -10,7 +10,6 @@ CBINDGEN_VERSION := 0.29.4
 TOOLS := build/tools
 CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
-LIB := target/release/libdlbridge.so
 
 .PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
 	python-package bench clean

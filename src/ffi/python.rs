@@ -148,6 +148,24 @@ impl Api {
         Some(value)
     }
 
+    /// Hands an export of ours to a new capsule named `name` (a new reference). If CPython cannot
+    /// make the capsule it has set an exception (MemoryError); the export is released again and
+    /// NULL returned.
+    fn capsule<M: ManagedKind>(
+        &self,
+        mt: *mut M,
+        name: &'static CStr,
+        destructor: Destructor,
+    ) -> *mut PyObject {
+        // SAFETY: GIL held; the name is static, as PyCapsule_New requires; `mt` is ours to hand over.
+        let capsule = unsafe { (self.capsule_new)(mt.cast(), name.as_ptr(), Some(destructor)) };
+        if capsule.is_null() {
+            // SAFETY: nobody else has seen `mt`.
+            unsafe { release(mt) };
+        }
+        capsule
+    }
+
     /// A new reference to None.
     fn none(&self) -> *mut PyObject {
         // SAFETY: GIL held; None is immortal.
@@ -318,23 +336,11 @@ unsafe extern "C" fn py_to_capsule(
     api.call("__dlpack__", || {
         // SAFETY: the package passes only live handles it owns.
         let t = unsafe { dlb_tensor::from_ptr(handle.cast::<dlb_tensor>(), "the tensor") }?.tensor();
-        // SAFETY (both arms): the export is ours to hand over; if CPython cannot make the capsule
-        // it has set an exception (MemoryError) and the export is released again.
-        unsafe {
-            if versioned {
-                let mt = export::<DLManagedTensorVersioned>(t, copy)?;
-                capsule = (api.capsule_new)(mt.cast(), VERSIONED.as_ptr(), Some(destroy_versioned));
-                if capsule.is_null() {
-                    release(mt);
-                }
-            } else {
-                let mt = export_legacy(t, copy)?;
-                capsule = (api.capsule_new)(mt.cast(), LEGACY.as_ptr(), Some(destroy_legacy));
-                if capsule.is_null() {
-                    release(mt);
-                }
-            }
-        }
+        capsule = if versioned {
+            api.capsule(export::<DLManagedTensorVersioned>(t, copy)?, VERSIONED, destroy_versioned)
+        } else {
+            api.capsule(export_legacy(t, copy)?, LEGACY, destroy_legacy)
+        };
         Ok(())
     });
     capsule

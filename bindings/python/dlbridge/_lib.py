@@ -125,10 +125,9 @@ def last_error() -> str:
     return message.decode("utf-8", "replace") if message else ""
 
 
-def raise_for(status: int, overrides: dict[int, type[BaseException]] | None = None) -> None:
+def raise_for(status: int) -> None:
     """Raises the exception for a failed status, with this thread's dlb_last_error() as message."""
-    exc = (overrides or {}).get(status) or STATUS_EXCEPTIONS[status if 0 < status < 8 else 7]
-    raise exc(last_error())
+    raise STATUS_EXCEPTIONS[status if 0 < status < 8 else 7](last_error())
 
 
 def _check(status: int, func: object, args: tuple) -> int:
@@ -213,8 +212,9 @@ helpers = _Helpers()
 
 version: str = lib.dlb_version().decode()
 
-# Our own prototypes for the two CPython calls made from Python (setting restype on
+# Our own prototypes for the CPython calls made from Python (setting restype on
 # ctypes.pythonapi's shared function objects would change them for everybody).
 capsule_pointer = ctypes.PYFUNCTYPE(c_void_p, py_object, c_char_p)(("PyCapsule_GetPointer", ctypes.pythonapi))
+capsule_name = ctypes.PYFUNCTYPE(c_char_p, py_object)(("PyCapsule_GetName", ctypes.pythonapi))
 # datetime's C API is a capsule: the one capsule sure to exist.
 CapsuleType: type = type(datetime.datetime_CAPI)

@@ -60,7 +60,7 @@ def _dtype(dtype: Any) -> DLDataType:
         name = str(dtype)
         if name.startswith("torch."):
             name = name[len("torch."):]
-        elif not isinstance(dtype, str) and name not in DTYPES:
+        elif name not in DTYPES:
             raise TypeError(f"dtype must be a dtype name such as 'float32', not {type(dtype).__name__}")
     try:
         code, bits = DTYPES[name]
@@ -116,11 +116,10 @@ def _dims(values: Any, what: str) -> Tuple[Any, int]:
     if hasattr(values, "__index__"):
         values = (values,)
     try:
-        items = [_int64(v, f"{what}[{i}]") for i, v in enumerate(values)]
-    except TypeError as e:
-        if "must be an int" in str(e):
-            raise
+        values = list(values)
+    except TypeError:
         raise TypeError(f"{what} must be a sequence of ints, not {type(values).__name__}") from None
+    items = [_int64(v, f"{what}[{i}]") for i, v in enumerate(values)]
     n = len(items)
     return ((c_int64 * n)(*items) if n else None), n
 
@@ -349,7 +348,7 @@ class Tensor:
             moved = _produce(lib.dlb_tensor_to_device, self._h, _device(tuple(dl_device)))
         except (RuntimeError, ValueError, TypeError) as e:
             raise BufferError(f"cannot export to dl_device={tuple(dl_device)}: {e}") from e
-        return _to_capsule(moved._h, int(max_version is not None and max_version[0] >= 1))
+        return moved.__dlpack__(max_version=max_version)
 
 
 _Tensor_new = object.__new__
@@ -377,7 +376,7 @@ class _Reinterpret:
 
     def __dlpack__(self, **kwargs: Any) -> Any:
         capsule = self._t.__dlpack__(**kwargs)
-        name = b"dltensor_versioned" if kwargs.get("max_version") else b"dltensor"
+        name = _lib.capsule_name(capsule)  # which struct __dlpack__ chose
         managed = _lib.capsule_pointer(capsule, name)
         offset = 32 if name == b"dltensor_versioned" else 0  # where dl_tensor sits (DLPack ABI)
         _lib.DLTensor.from_address(managed + offset).dtype = self._dtype
