@@ -75,14 +75,21 @@ impl Device {
         matches!(self.kind, DeviceKind::Cpu | DeviceKind::CudaHost)
     }
 
-    /// Fails unless a runtime for this device is available to allocate and copy.
+    /// Fails unless a runtime for this device is available to allocate and copy: for CUDA and
+    /// pinned memory, a driver library, a GPU and a device with this index.
     pub fn ensure_runtime(self) -> Result<()> {
         match self.kind {
             DeviceKind::Cpu => Ok(()),
-            DeviceKind::Cuda | DeviceKind::CudaHost => Err(Error::device(format!(
-                "{self} needs the CUDA runtime, and this build of dlbridge has no CUDA support yet \
-                 (dlb_cuda_device_count() is 0)"
-            ))),
+            DeviceKind::Cuda | DeviceKind::CudaHost => {
+                crate::cuda::driver().map_err(|e| Error::device(format!("{self}: {}", e.message)))?;
+                let count = crate::cuda::device_count();
+                if self.id >= count {
+                    return Err(Error::device(format!(
+                        "{self} does not exist: the CUDA driver reports {count} device(s)"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -92,7 +99,8 @@ impl std::fmt::Display for Device {
         match self.kind {
             DeviceKind::Cpu => write!(f, "cpu"),
             DeviceKind::Cuda => write!(f, "cuda:{}", self.id),
-            DeviceKind::CudaHost => write!(f, "cuda_host"),
+            DeviceKind::CudaHost if self.id == 0 => write!(f, "cuda_host"),
+            DeviceKind::CudaHost => write!(f, "cuda_host:{}", self.id),
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct DType {
 }
 
 impl DType {
+    pub const U8: DType = DType { code: code::UINT, bits: 8, lanes: 1 };
     pub const F32: DType = DType { code: code::FLOAT, bits: 32, lanes: 1 };
     pub const F64: DType = DType { code: code::FLOAT, bits: 64, lanes: 1 };
 

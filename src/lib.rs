@@ -16,6 +16,7 @@
 pub mod abi;
 pub mod cast;
 pub mod copy;
+pub mod cuda;
 pub mod device;
 pub mod dlpack;
 pub mod dtype;
@@ -24,3 +25,4 @@ pub mod ffi;
 pub mod layout;
 pub mod storage;
 pub mod tensor;
+pub mod transfer;

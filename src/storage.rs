@@ -6,7 +6,8 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::device::Device;
+use crate::cuda;
+use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
 
 /// Alignment of every allocation dlbridge makes (DLPack's recommendation; also what JAX needs to
@@ -61,6 +62,10 @@ pub enum Owner {
     Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
     Imported(dlpark::AllocationDeleter),
+    /// dlbridge's own CUDA device memory (`cuMemAlloc`).
+    CudaDevice,
+    /// dlbridge's own pinned host memory (`cuMemHostAlloc`).
+    CudaPinned,
 }
 
 /// A block of memory: the bytes `[base, base + len)` tensors on it may reach.
@@ -90,6 +95,32 @@ impl Storage {
         if len == 0 {
             return Ok(Storage::new(std::ptr::null_mut(), 0, device, Owner::Host(None)));
         }
+        match device.kind {
+            DeviceKind::Cpu => Storage::allocate_host(device, len, zeroed),
+            DeviceKind::Cuda => {
+                let scope = cuda::driver()?.enter(device.id)?;
+                let ptr = scope.alloc(len)?;
+                // Owned from here on: an error below frees it through Drop.
+                let storage = Storage::new(std::ptr::without_provenance_mut(ptr as usize), len, device, Owner::CudaDevice);
+                if zeroed {
+                    // SAFETY: the whole new allocation.
+                    unsafe { scope.zero(ptr, len) }?;
+                    scope.synchronize()?;
+                }
+                Ok(storage)
+            }
+            DeviceKind::CudaHost => {
+                let base = cuda::driver()?.enter(device.id)?.alloc_pinned(len)?;
+                if zeroed {
+                    // SAFETY: `len` bytes of new host memory.
+                    unsafe { base.write_bytes(0, len) };
+                }
+                Ok(Storage::new(base, len, device, Owner::CudaPinned))
+            }
+        }
+    }
+
+    fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Arc<Storage>> {
         // Large buffers start on a page: glibc's memcpy into a buffer 256 bytes past a page
         // boundary ran at less than half the speed of one starting on it (measured here).
         let align = if len >= HUGE_PAGE_THRESHOLD { PAGE } else { ALIGNMENT };
@@ -142,6 +173,19 @@ impl Drop for Storage {
             }
             // Dropping the deleter (a field) runs the producer's deleter.
             Owner::Imported(_) => {}
+            // Errors cannot be reported from here; the memory is lost to this process at worst.
+            Owner::CudaDevice => {
+                if let Ok(scope) = cuda::driver().and_then(|d| d.enter(self.device.id)) {
+                    // SAFETY: allocated by `allocate` on this device; this is its last reference.
+                    let _ = unsafe { scope.free(self.base as u64) };
+                }
+            }
+            Owner::CudaPinned => {
+                if let Ok(scope) = cuda::driver().and_then(|d| d.enter(self.device.id)) {
+                    // SAFETY: as above.
+                    let _ = unsafe { scope.free_pinned(self.base) };
+                }
+            }
         }
         LIVE.fetch_sub(1, Ordering::SeqCst);
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::copy::{copy_strided, for_each_row};
+use crate::copy::for_each_row;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -116,6 +116,9 @@ impl Tensor {
     pub fn is_contiguous(&self) -> bool {
         self.layout.is_contiguous()
     }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -170,26 +173,13 @@ impl Tensor {
     }
 
     fn copy_to(&self, device: Device) -> Result<Tensor> {
-        if !self.device().is_host_accessible() {
-            self.device().ensure_runtime()?;
-        }
+        self.device().ensure_runtime()?;
         let out = Tensor::empty(self.shape(), self.dtype, device, false)?;
-        if !(self.device().is_host_accessible() && device.is_host_accessible()) {
-            return Err(Error::device(format!(
-                "copying from {} to {device} needs a device runtime",
-                self.device()
-            )));
-        }
-        let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
-        // SAFETY: the source layout was validated against its storage, the destination is a new
-        // row-major allocation of the same shape, and the two cannot overlap.
-        unsafe {
-            copy_strided(self.data, &src_strides, out.data, &dst_strides, &shape, self.dtype.itemsize())
-        };
+        crate::transfer::copy(self, &out)?;
         Ok(out)
     }
 
-    /// A converting copy (row-major, writable) on the same device.
+    /// A converting copy (row-major, writable) on the same device (through host memory for CUDA).
     pub fn cast(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype {
             return self.copy();
@@ -210,8 +200,9 @@ impl Tensor {
             )));
         }
         if !self.device().is_host_accessible() {
-            self.device().ensure_runtime()?;
-            return Err(Error::device(format!("casting on {} needs a device runtime", self.device())));
+            // dlbridge has no device kernels: a CUDA tensor is cast on the host, between two
+            // transfers.
+            return self.to_device(Device::CPU)?.cast(dtype)?.to_device(self.device());
         }
         let out = Tensor::empty(self.shape(), dtype, self.device(), false)?;
         let (shape, src_strides, dst_strides) = self.byte_layouts(&out);

@@ -32,11 +32,12 @@ pub extern "C" fn dlb_live_allocations() -> i64 {
     live_allocations()
 }
 
-/// The number of CUDA devices usable now: 0 when there is no driver or no device, and 0 in
-/// builds without CUDA support (this one). Never fails.
+/// The number of CUDA devices usable now: 0 when there is no driver library or no device.
+/// Never fails. The first call (or the first CUDA request) loads the driver; the answer is
+/// cached for the life of the process.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_cuda_device_count() -> i32 {
-    0
+    std::panic::catch_unwind(crate::cuda::device_count).unwrap_or(0)
 }
 
 /// # Safety

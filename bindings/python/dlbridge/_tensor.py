@@ -70,20 +70,21 @@ def _dtype(dtype: Any) -> DLDataType:
 
 
 def _device(device: DeviceLike) -> DLDevice:
-    """"cpu", "cuda", "cuda:N", "cuda_host", or a DLPack (device_type, device_id) pair."""
+    """"cpu", "cuda" (= "cuda:0"), "cuda:N", "cuda_host" (= "cuda_host:0"), "cuda_host:N", a
+    torch.device, or a DLPack (device_type, device_id) pair."""
     if isinstance(device, tuple) and len(device) == 2 and all(isinstance(x, int) for x in device):
         return DLDevice(device[0], device[1])
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', not {type(device).__name__}")
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(device, torch.device):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', not {type(device).__name__}")
+        device = str(device)
     if device == "cpu":
         return DLDevice(CPU, 0)
-    if device == "cuda_host":
-        return DLDevice(CUDA_HOST, 0)
-    if device == "cuda":
-        return DLDevice(CUDA, 0)
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return DLDevice(CUDA, int(device[5:]))
-    raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'cuda_host'")
+    kind, colon, index = device.partition(":")
+    if kind in ("cuda", "cuda_host") and (index.isdigit() if colon else True):
+        return DLDevice(CUDA if kind == "cuda" else CUDA_HOST, int(index) if index else 0)
+    raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'cuda_host' or 'cuda_host:N'")
 
 
 def _device_name(device_type: int, device_id: int) -> str:
@@ -92,7 +93,7 @@ def _device_name(device_type: int, device_id: int) -> str:
     if device_type == CUDA:
         return f"cuda:{device_id}"
     if device_type == CUDA_HOST:
-        return "cuda_host"
+        return "cuda_host" if device_id == 0 else f"cuda_host:{device_id}"
     return f"dlpack_device({device_type}, {device_id})"
 
 
@@ -293,7 +294,7 @@ class Tensor:
         import numpy as np
 
         device = self.device
-        if device not in ("cpu", "cuda_host"):
+        if device != "cpu" and not device.startswith("cuda_host"):
             raise TypeError(
                 f"can't convert a {device} tensor to numpy: its memory is not on the host; "
                 "call .cpu() first to copy it to host memory"
@@ -331,12 +332,17 @@ class Tensor:
         return (meta or self._info())[4]
 
     def _check_stream(self, stream: Any) -> None:
-        if self._info()[4][0] == CPU:
+        """The stream rules of the array-API standard. Nothing needs synchronising: every
+        dlbridge operation is complete when it returns, so the data is ready on any stream."""
+        device_type = self.__dlpack_device__()[0]
+        if device_type == CPU:
             raise BufferError(f"stream must be None for a CPU tensor, got {stream!r}")
-        raise BufferError(
-            f"stream={stream!r}: synchronising a DLPack exchange on a CUDA stream needs dlbridge's "
-            "CUDA support, which this build lacks; pass stream=None"
-        )
+        if type(stream) is not int:
+            raise TypeError(f"stream must be None or an int (a CUDA stream handle), not {type(stream).__name__}")
+        if stream == 0:
+            raise ValueError("stream=0 is ambiguous and disallowed by DLPack: use 1 (legacy default), 2 (per-thread default) or a stream pointer")
+        if stream < -1:
+            raise ValueError(f"stream={stream} is not a CUDA stream: use None, -1, 1, 2 or a stream pointer")
 
     def _export_to(self, dl_device: Any, max_version: Any, copy: Optional[bool]) -> Any:
         if copy is False:
@@ -406,7 +412,7 @@ def live_allocations() -> int:
 
 
 def cuda_device_count() -> int:
-    """CUDA devices usable now (0 without a driver or device; this build has no CUDA support)."""
+    """CUDA devices usable now: 0 without a driver library or a GPU. Never raises."""
     return int(pylib.dlb_cuda_device_count())
 
 
@@ -429,7 +435,7 @@ def _torch_exchange_safe(x: Any) -> bool:
             "from_dlpack: the PyTorch tensor has its negative bit set, which DLPack cannot carry "
             "(PyTorch would export the un-negated values); call .resolve_neg() first"
         )
-    return not (x.requires_grad or x.is_conj()) and x.layout is sys.modules["torch"].strided
+    return not (x.requires_grad or x.is_conj() or x.is_cuda) and x.layout is sys.modules["torch"].strided
 
 
 def _exchange_route(tp: type) -> Any:
@@ -456,14 +462,21 @@ def _tf_capsule(obj: Any) -> Any:
     return None
 
 
-def _call_dunder(dunder: Any, copy: Optional[bool]) -> Any:
+def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Any:
     """Asks a producer for a capsule, newest protocol first, falling back on TypeError as the
     array-API standard describes. copy=False is passed on (the producer must refuse to copy);
     copy=True is not: dlbridge imports the shared data and copies it itself, because some
-    producers cannot copy (TensorFlow 2.21 raises RuntimeError for copy=True)."""
+    producers cannot copy (TensorFlow 2.21 raises RuntimeError for copy=True).
+
+    CUDA producers are asked for stream=1, the legacy default stream: they make their pending
+    work on the data visible there, and dlbridge's own work (on each thread's default stream,
+    which waits for the legacy stream) comes after it."""
     kwargs: dict[str, Any] = {"max_version": (1, 3)}
     if copy is False:
         kwargs["copy"] = False
+    device = getattr(obj, "__dlpack_device__", None)
+    if device is not None and device()[0] == CUDA:
+        kwargs["stream"] = 1
     try:
         return dunder(**kwargs)
     except TypeError:
@@ -498,7 +511,7 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
         else:
             dunder = getattr(obj, "__dlpack__", None)
             if dunder is not None:
-                capsule = _call_dunder(dunder, copy)
+                capsule = _call_dunder(obj, dunder, copy)
             else:
                 capsule = _tf_capsule(obj)
                 if capsule is None:
