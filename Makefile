@@ -12,7 +12,7 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 .PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
-	python-package bench clean
+	test-cuda-fake test-gpu python-package bench clean
 
 all: build
 
@@ -70,7 +70,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: check-header lint test-rust test-miri test-c test-python test-examples
+test: check-header lint test-rust test-miri test-c test-python test-cuda-fake test-examples
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -86,6 +86,26 @@ test-c: build $(OFFICIAL_DLPACK)
 
 # pytest against the installed package and the real frameworks.
 test-python: python-package
+	$(VENV_PY) -m pytest -q tests/python
+
+# The CUDA code paths without a GPU: a fake driver (tests/fake_cuda: host memory behind the driver
+# entry points dlbridge calls, strict about contexts, synchronisation and leaks) stands in for
+# libcuda. It proves dlbridge's logic (ownership, staging, chunking, errors, deleters), not the
+# GPU. Small staging buffers make every transfer of more than 4 KiB a chunked one.
+FAKE_CUDA_ENV := LD_LIBRARY_PATH=$(CURDIR)/build/fake-cuda$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
+	DLBRIDGE_CUDA_STAGING_BYTES=4096
+test-cuda-fake: python-package
+	bash tests/fake_cuda/run.sh
+	$(FAKE_CUDA_ENV) $(CARGO) test --release --test cuda
+	$(FAKE_CUDA_ENV) $(VENV_PY) -m pytest -q tests/python/test_cuda.py
+
+# The real thing, for a machine with an NVIDIA GPU and driver: the Rust CUDA tests, the C tests
+# and the whole Python suite (PyTorch CUDA interop included) against the hardware.
+test-gpu: build python-package $(OFFICIAL_DLPACK)
+	@$(VENV_PY) -c 'import dlbridge, sys; n = dlbridge.cuda_device_count(); print(f"CUDA devices: {n}"); sys.exit(n == 0)' \
+	  || { echo "make test-gpu: no CUDA device here (dlbridge.cuda_device_count() is 0)"; exit 1; }
+	$(CARGO) test --release --test cuda
+	bash tests/c/run.sh
 	$(VENV_PY) -m pytest -q tests/python
 
 test-examples: build python-package

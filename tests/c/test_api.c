@@ -238,7 +238,7 @@ static void test_basics(void) {
     CHECK(error_message_set());
     CHECK(dlb_last_error() != NULL);
 
-    CHECK_EQ(dlb_cuda_device_count(), 0); /* no CUDA support built yet */
+    CHECK(dlb_cuda_device_count() >= 0); /* 0 without a driver; tests/cuda.rs covers CUDA */
     CHECK_LIVE(live0);
 }
 
@@ -1690,16 +1690,19 @@ static void test_devices(void) {
         dlb_tensor_free(c);
     }
 
-    /* No CUDA support built: its devices give DLB_ERR_DEVICE; devices we never handle give
-     * DLB_ERR_UNSUPPORTED; a device type that does not exist is a bad argument. */
-    CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_to_device(t, device(kDLCUDA, 0), &out));
-    CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_to_device(t, device(kDLCUDAHost, 0), &out));
+    /* Without a CUDA driver its devices give DLB_ERR_DEVICE (with one, tests/cuda.rs covers
+     * them); devices we never handle give DLB_ERR_UNSUPPORTED; a device type that does not
+     * exist is a bad argument. */
+    if (dlb_cuda_device_count() == 0) {
+        CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_to_device(t, device(kDLCUDA, 0), &out));
+        CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_to_device(t, device(kDLCUDAHost, 0), &out));
+        CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_empty(shape, 2, F32, device(kDLCUDA, 0), &out));
+        CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_zeros(shape, 2, F32, device(kDLCUDA, 0), &out));
+    }
     CHECK_FAILS(DLB_ERR_UNSUPPORTED, out, dlb_tensor_to_device(t, device(kDLVulkan, 0), &out));
     CHECK_FAILS(DLB_ERR_UNSUPPORTED, out, dlb_tensor_to_device(t, device(kDLMetal, 0), &out));
     CHECK_FAILS(DLB_ERR_INVALID_ARGUMENT, out, dlb_tensor_to_device(t, device(99, 0), &out));
 
-    CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_empty(shape, 2, F32, device(kDLCUDA, 0), &out));
-    CHECK_FAILS(DLB_ERR_DEVICE, out, dlb_tensor_zeros(shape, 2, F32, device(kDLCUDA, 0), &out));
     CHECK_FAILS(DLB_ERR_UNSUPPORTED, out, dlb_tensor_empty(shape, 2, F32, device(kDLVulkan, 0), &out));
     CHECK_FAILS(DLB_ERR_INVALID_ARGUMENT, out, dlb_tensor_empty(shape, 2, F32, device(99, 0), &out));
 

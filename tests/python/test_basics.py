@@ -31,8 +31,9 @@ def test_dtypes_are_the_fifteen_of_the_contract():
     assert {name: tuple(v) for name, v in dlbridge.DTYPES.items()} == DL_CODES
 
 
-def test_no_cuda_in_this_build():
-    assert dlbridge.cuda_device_count() == 0
+def test_cuda_device_count_is_a_count():
+    n = dlbridge.cuda_device_count()
+    assert isinstance(n, int) and n >= 0  # 0 without a driver; test_cuda.py covers the rest
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

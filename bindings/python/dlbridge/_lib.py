@@ -141,7 +141,8 @@ def _declare(target: ctypes.CDLL, table: dict[str, tuple[object, list[object]]])
         fn = getattr(target, name)
         fn.restype = restype
         fn.argtypes = argtypes
-        if restype is _status and name != "dlb_py_init":
+        # dlb_cuda_device_count returns a count, not a status, in the same C type.
+        if restype is _status and name not in ("dlb_py_init", "dlb_cuda_device_count"):
             fn.errcheck = _check
 
 
