@@ -70,8 +70,8 @@ BAD_CALLS = {
     # exports
     "stream-1": (lambda: t12().__dlpack__(stream=1), BufferError, None),
     "stream-minus-1": (lambda: t12().__dlpack__(stream=-1, max_version=(1, 3)), BufferError, None),
-    "dl-device-cuda": (lambda: t12().__dlpack__(dl_device=(2, 0)), BufferError, None),
-    "dl-device-cuda-copy": (lambda: t12().__dlpack__(dl_device=(2, 0), copy=True), BufferError, None),
+    "dl-device-cuda-missing": (lambda: t12().__dlpack__(dl_device=(2, N_CUDA)), BufferError, None),
+    "dl-device-cuda-missing-copy": (lambda: t12().__dlpack__(dl_device=(2, N_CUDA), copy=True), BufferError, None),
     "dl-device-cuda-no-copy": (lambda: t12().__dlpack__(dl_device=(2, 0), copy=False), BufferError, None),
     "positional-dlpack-argument": (lambda: t12().__dlpack__(None), TypeError, None),
     "shares-memory-with-array": (lambda: t12().shares_memory(np.zeros(12)), TypeError, None),
