@@ -257,14 +257,18 @@ const char *dlb_last_error(void);
 int64_t dlb_live_allocations(void);
 
 /**
- * The number of CUDA devices usable now: 0 when there is no driver or no device, and 0 in
- * builds without CUDA support (this one). Never fails.
+ * The number of CUDA devices usable now: 0 when there is no driver library or no device.
+ * Never fails. The first call (or the first CUDA request) loads the driver; the answer is
+ * cached for the life of the process.
  */
 int32_t dlb_cuda_device_count(void);
 
 /**
  * Creates an uninitialised row-major tensor of `ndim` extents from `shape` (NULL allowed when
- * ndim is 0) on `device`. Its memory is aligned to at least 256 bytes.
+ * ndim is 0) on `device`. Its memory is aligned to at least 256 bytes. kDLCUDA is device
+ * memory (cuMemAlloc in the device's primary context); kDLCUDAHost is pinned host memory,
+ * portable, not write-combined (cuMemHostAlloc). Without a CUDA driver, a GPU or that device
+ * index, those give DLB_ERR_DEVICE with a message naming what is missing.
  * The caller owns the returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety
@@ -277,7 +281,7 @@ enum dlb_status dlb_tensor_empty(const int64_t *shape,
                                  dlb_tensor **out);
 
 /**
- * Like dlb_tensor_empty, with every byte set to zero.
+ * Like dlb_tensor_empty, with every byte set to zero (on a GPU: complete when this returns).
  * The caller owns the returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety
@@ -344,6 +348,7 @@ enum dlb_status dlb_tensor_view(const dlb_tensor *t,
 
 /**
  * A copy of t in new memory: row-major contiguous, writable, independent of t, on t's device.
+ * On a GPU the copy is done by the driver's copy engines and complete when this returns.
  * The caller owns the returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety
@@ -356,8 +361,9 @@ enum dlb_status dlb_tensor_copy(const dlb_tensor *t,
  * A converting copy of t (new memory, row-major, writable) between bool, int8..int64,
  * uint8..uint64, float16, bfloat16, float32, float64, complex64 and complex128. Integers wrap,
  * floats to integers truncate and saturate (NaN gives 0), anything to bool is "!= 0", float16
- * and bfloat16 round to nearest even. Complex to real is DLB_ERR_UNSUPPORTED. The caller owns
- * the returned tensor and releases it with dlb_tensor_free.
+ * and bfloat16 round to nearest even. Complex to real is DLB_ERR_UNSUPPORTED. A kDLCUDA tensor is
+ * cast on the host between two transfers (dlbridge has no GPU kernels). The caller owns the
+ * returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety
  * `t` NULL or a live handle; `out` NULL or valid for one write.
@@ -367,10 +373,14 @@ enum dlb_status dlb_tensor_cast(const dlb_tensor *t,
                                 dlb_tensor **out);
 
 /**
- * A copy of t on `device` (kDLCPU, kDLCUDA, kDLCUDAHost); always new memory. A device whose
- * runtime is missing (this build has no CUDA support) gives DLB_ERR_DEVICE; a device type
- * dlbridge does not handle (Vulkan, Metal, …) gives DLB_ERR_UNSUPPORTED. The caller owns the
- * returned tensor and releases it with dlb_tensor_free.
+ * A copy of t on `device` (kDLCPU, kDLCUDA, kDLCUDAHost), in every direction and across CUDA
+ * devices; always new memory, row-major, complete when this returns (no stream or event is
+ * left to wait for). t may be strided. Host data that is not pinned moves through pinned
+ * staging buffers in chunks. Without a CUDA driver, a GPU or that device index this gives
+ * DLB_ERR_DEVICE; a device type dlbridge does not handle (Vulkan, Metal, …) gives
+ * DLB_ERR_UNSUPPORTED; a failing driver call gives DLB_ERR_DEVICE (or DLB_ERR_OUT_OF_MEMORY)
+ * with the call and the CUDA error in the message. The caller owns the returned tensor and
+ * releases it with dlb_tensor_free.
  *
  * # Safety
  * `t` NULL or a live handle; `out` NULL or valid for one write.
@@ -441,6 +451,10 @@ enum dlb_status dlb_tensor_data_mut(dlb_tensor *t,
  * copy = true: a fresh row-major copy; DLPACK_FLAG_BITMASK_IS_COPIED is set.
  * The receiver owns the result and calls its deleter exactly once, from any thread, in any
  * order relative to dlb_tensor_free calls; the memory stays alive until then.
+ * CUDA tensors export their device pointer; nothing is pending on any stream (every dlbridge
+ * operation completes before it returns), so a consumer may use the data on any stream at
+ * once. When the deleter frees dlbridge's device or pinned memory it first waits for the
+ * device to finish (cuCtxSynchronize), so kernels the consumer queued on it still complete.
  *
  * # Safety
  * `t` NULL or a live handle; `out` NULL or valid for one write.
@@ -466,7 +480,9 @@ enum dlb_status dlb_tensor_to_dlpack(const dlb_tensor *t,
  * runs exactly once, when the last tensor or export using the memory is gone; on failure it has
  * already run when this call returns. A major version other than 1 gives DLB_ERR_VERSION. NULL
  * strides are accepted only from producers older than 1.2. byte_offset is honoured;
- * DLPACK_FLAG_BITMASK_READ_ONLY makes the tensor read-only.
+ * DLPACK_FLAG_BITMASK_READ_ONLY makes the tensor read-only. For kDLCUDA data the caller makes
+ * sure the producer's work on it is finished, or ordered before the legacy default stream
+ * (dlbridge works on each thread's default stream, which waits for the legacy one).
  * The caller owns the returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety

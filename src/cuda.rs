@@ -203,6 +203,10 @@ impl Driver {
     }
 }
 
+/// A CUDA event of one device's context, made by [`Scope::create_event`].
+#[derive(Clone, Copy)]
+pub struct Event(CUevent);
+
 /// Host or device memory, as a copy's source or destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mem {
@@ -212,7 +216,7 @@ pub enum Mem {
 
 impl Mem {
     /// The address `bytes` further on.
-    pub fn add(self, bytes: usize) -> Mem {
+    pub fn offset(self, bytes: usize) -> Mem {
         match self {
             Mem::Host(p) => Mem::Host(p.wrapping_add(bytes)),
             Mem::Device(p) => Mem::Device(p + bytes as CUdeviceptr),
@@ -220,7 +224,7 @@ impl Mem {
     }
 
     /// The address `bytes` further on (or back).
-    pub fn add_signed(self, bytes: isize) -> Mem {
+    pub fn offset_signed(self, bytes: isize) -> Mem {
         match self {
             Mem::Host(p) => Mem::Host(p.wrapping_offset(bytes)),
             Mem::Device(p) => Mem::Device(p.wrapping_add_signed(bytes as i64)),
@@ -248,7 +252,10 @@ impl Drop for Scope {
 
 impl Scope {
     fn check(&self, status: Status, what: &str) -> Result<()> {
-        self.driver.api.check(status, what).map_err(|e| Error::new(e.kind, format!("cuda:{}: {}", self.device, e.message)))
+        self.driver
+            .api
+            .check(status, what)
+            .map_err(|e| Error::new(e.kind, format!("cuda:{}: {}", self.device, e.message)))
     }
 
     pub fn device(&self) -> i32 {
@@ -259,7 +266,10 @@ impl Scope {
     pub fn alloc(&self, len: usize) -> Result<CUdeviceptr> {
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: valid out-pointer.
-        self.check(unsafe { (self.driver.api.mem_alloc)(&mut ptr, len) }, &format!("cuMemAlloc of {len} bytes"))?;
+        self.check(
+            unsafe { (self.driver.api.mem_alloc)(&mut ptr, len) },
+            &format!("cuMemAlloc of {len} bytes"),
+        )?;
         Ok(ptr)
     }
 
@@ -316,9 +326,15 @@ impl Scope {
         // SAFETY: per the caller's contract.
         let (status, what) = unsafe {
             match (dst, src) {
-                (Mem::Device(d), Mem::Host(s)) => ((api.memcpy_htod)(d, s.cast(), len, stream), "cuMemcpyHtoDAsync"),
-                (Mem::Host(d), Mem::Device(s)) => ((api.memcpy_dtoh)(d.cast(), s, len, stream), "cuMemcpyDtoHAsync"),
-                (Mem::Device(d), Mem::Device(s)) => ((api.memcpy_dtod)(d, s, len, stream), "cuMemcpyDtoDAsync"),
+                (Mem::Device(d), Mem::Host(s)) => {
+                    ((api.memcpy_htod)(d, s.cast(), len, stream), "cuMemcpyHtoDAsync")
+                }
+                (Mem::Host(d), Mem::Device(s)) => {
+                    ((api.memcpy_dtoh)(d.cast(), s, len, stream), "cuMemcpyDtoHAsync")
+                }
+                (Mem::Device(d), Mem::Device(s)) => {
+                    ((api.memcpy_dtod)(d, s, len, stream), "cuMemcpyDtoDAsync")
+                }
                 (Mem::Host(_), Mem::Host(_)) => unreachable!("host copies do not go through the driver"),
             }
         };
@@ -374,44 +390,57 @@ impl Scope {
     ///
     /// # Safety
     /// As for [`Scope::copy`].
-    pub unsafe fn copy_peer(&self, dst: CUdeviceptr, src: CUdeviceptr, src_device: i32, len: usize) -> Result<()> {
+    pub unsafe fn copy_peer(
+        &self,
+        dst: CUdeviceptr,
+        src: CUdeviceptr,
+        src_device: i32,
+        len: usize,
+    ) -> Result<()> {
         let src_ctx = self.driver.context(src_device)?;
         // SAFETY: per the caller's contract; both contexts are retained.
-        let status =
-            unsafe { (self.driver.api.memcpy_peer)(dst, self.ctx.0, src, src_ctx.0, len, per_thread_stream()) };
+        let status = unsafe {
+            (self.driver.api.memcpy_peer)(dst, self.ctx.0, src, src_ctx.0, len, per_thread_stream())
+        };
         self.check(status, &format!("cuMemcpyPeerAsync of {len} bytes from cuda:{src_device}"))
     }
 
     /// Waits until everything this thread queued on the device is done.
     pub fn synchronize(&self) -> Result<()> {
         // SAFETY: the per-thread stream handle is always valid.
-        self.check(unsafe { (self.driver.api.stream_synchronize)(per_thread_stream()) }, "cuStreamSynchronize")
+        self.check(
+            unsafe { (self.driver.api.stream_synchronize)(per_thread_stream()) },
+            "cuStreamSynchronize",
+        )
     }
 
-    pub fn create_event(&self) -> Result<CUevent> {
+    pub fn create_event(&self) -> Result<Event> {
         let mut event: CUevent = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        self.check(unsafe { (self.driver.api.event_create)(&mut event, EVENT_DISABLE_TIMING) }, "cuEventCreate")?;
-        Ok(event)
+        self.check(
+            unsafe { (self.driver.api.event_create)(&mut event, EVENT_DISABLE_TIMING) },
+            "cuEventCreate",
+        )?;
+        Ok(Event(event))
     }
 
     /// Marks the current end of this thread's queue.
-    pub fn record(&self, event: CUevent) -> Result<()> {
-        // SAFETY: an event of this context.
-        self.check(unsafe { (self.driver.api.event_record)(event, per_thread_stream()) }, "cuEventRecord")
+    pub fn record(&self, event: Event) -> Result<()> {
+        // SAFETY: an event created by `create_event` and not destroyed (Event is only made there).
+        self.check(unsafe { (self.driver.api.event_record)(event.0, per_thread_stream()) }, "cuEventRecord")
     }
 
     /// Waits until the work queued before `event` was recorded is done.
-    pub fn wait(&self, event: CUevent) -> Result<()> {
-        // SAFETY: an event of this context.
-        self.check(unsafe { (self.driver.api.event_synchronize)(event) }, "cuEventSynchronize")
+    pub fn wait(&self, event: Event) -> Result<()> {
+        // SAFETY: as in `record`.
+        self.check(unsafe { (self.driver.api.event_synchronize)(event.0) }, "cuEventSynchronize")
     }
 
     /// # Safety
     /// `event` came from [`Scope::create_event`] on this device and is not used afterwards.
-    pub unsafe fn destroy_event(&self, event: CUevent) {
+    pub unsafe fn destroy_event(&self, event: Event) {
         // SAFETY: per the caller's contract.
-        unsafe { (self.driver.api.event_destroy)(event) };
+        unsafe { (self.driver.api.event_destroy)(event.0) };
     }
 }
 
@@ -432,7 +461,7 @@ pub fn staging_bytes() -> usize {
 pub struct Staging {
     device: i32,
     pub buffers: [*mut u8; 2],
-    pub events: [CUevent; 2],
+    pub events: [Option<Event>; 2],
 }
 
 // SAFETY: pinned memory and events are process-wide driver objects; a Staging is used by one
@@ -453,15 +482,11 @@ impl Staging {
         if let Some(s) = pooled {
             return Ok(s);
         }
-        let mut s = Staging {
-            device: scope.device,
-            buffers: [std::ptr::null_mut(); 2],
-            events: [std::ptr::null_mut(); 2],
-        };
+        let mut s = Staging { device: scope.device, buffers: [std::ptr::null_mut(); 2], events: [None; 2] };
         let made = (|| {
             for i in 0..2 {
                 s.buffers[i] = scope.alloc_pinned(staging_bytes())?;
-                s.events[i] = scope.create_event()?;
+                s.events[i] = Some(scope.create_event()?);
             }
             Ok(())
         })();
@@ -474,10 +499,15 @@ impl Staging {
         }
     }
 
+    /// The event that marks when buffer `i`'s last transfer is done.
+    pub fn event(&self, i: usize) -> Event {
+        self.events[i].expect("a staging pair from `take` has both events")
+    }
+
     /// Hands the pair back for reuse once the driver is done with it (or frees it when the pool
     /// is full or the driver failed).
     pub fn put_back(self, scope: &Scope) {
-        let idle = self.events.iter().all(|&e| scope.wait(e).is_ok());
+        let idle = self.events.iter().flatten().all(|&e| scope.wait(e).is_ok());
         if idle {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
             if pool.iter().filter(|s| s.device == self.device).count() < POOL_LIMIT {
@@ -495,7 +525,7 @@ impl Staging {
                 // nothing to do.
                 let _ = unsafe { scope.free_pinned(b) };
             }
-            if !e.is_null() {
+            if let Some(e) = e {
                 // SAFETY: created by `take` on this device.
                 unsafe { scope.destroy_event(e) };
             }

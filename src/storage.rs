@@ -101,7 +101,12 @@ impl Storage {
                 let scope = cuda::driver()?.enter(device.id)?;
                 let ptr = scope.alloc(len)?;
                 // Owned from here on: an error below frees it through Drop.
-                let storage = Storage::new(std::ptr::without_provenance_mut(ptr as usize), len, device, Owner::CudaDevice);
+                let storage = Storage::new(
+                    std::ptr::without_provenance_mut(ptr as usize),
+                    len,
+                    device,
+                    Owner::CudaDevice,
+                );
                 if zeroed {
                     // SAFETY: the whole new allocation.
                     unsafe { scope.zero(ptr, len) }?;

@@ -85,7 +85,11 @@ impl Plan {
     /// element is larger): each piece is a block of consecutive indices along one axis, with
     /// every axis inside it whole, so it is contiguous in the destination. Calls
     /// `f(source byte offset, piece shape, destination byte offset)` in destination order.
-    fn for_each_piece(&self, cap: usize, mut f: impl FnMut(isize, &[usize], usize) -> Result<()>) -> Result<()> {
+    fn for_each_piece(
+        &self,
+        cap: usize,
+        mut f: impl FnMut(isize, &[usize], usize) -> Result<()>,
+    ) -> Result<()> {
         // The first axis whose inner block fits.
         let mut inner = self.itemsize;
         let mut axis = self.shape.len() - 1;
@@ -173,29 +177,28 @@ fn upload(src: &Tensor, dst: &Tensor) -> Result<()> {
     }
     let staging = Staging::take(&scope)?;
     let mut turn = 0;
-    let result = plan
-        .for_each_piece(cuda::staging_bytes(), |src_off, piece, dst_off| {
-            let (buffer, event) = (staging.buffers[turn], staging.events[turn]);
-            turn ^= 1;
-            // The buffer's previous transfer must be done before it is packed again.
-            scope.wait(event)?;
-            // SAFETY: the piece lies inside the validated source; the buffer holds
-            // `staging_bytes()` bytes, at least one piece, and no transfer reads it now.
-            unsafe {
-                copy_strided(
-                    src.data_ptr().wrapping_offset(src_off),
-                    &plan.strides[plan.strides.len() - piece.len()..],
-                    buffer,
-                    &Plan::dense(piece, plan.itemsize),
-                    piece,
-                    plan.itemsize,
-                )
-            };
-            let len = piece.iter().product::<usize>() * plan.itemsize;
-            // SAFETY: the buffer stays untouched until the event below has fired.
-            unsafe { scope.copy(to.add(dst_off), Mem::Host(buffer), len) }?;
-            scope.record(event)
-        });
+    let result = plan.for_each_piece(cuda::staging_bytes(), |src_off, piece, dst_off| {
+        let (buffer, event) = (staging.buffers[turn], staging.event(turn));
+        turn ^= 1;
+        // The buffer's previous transfer must be done before it is packed again.
+        scope.wait(event)?;
+        // SAFETY: the piece lies inside the validated source; the buffer holds
+        // `staging_bytes()` bytes, at least one piece, and no transfer reads it now.
+        unsafe {
+            copy_strided(
+                src.data_ptr().wrapping_offset(src_off),
+                &plan.strides[plan.strides.len() - piece.len()..],
+                buffer,
+                &Plan::dense(piece, plan.itemsize),
+                piece,
+                plan.itemsize,
+            )
+        };
+        let len = piece.iter().product::<usize>() * plan.itemsize;
+        // SAFETY: the buffer stays untouched until the event below has fired.
+        unsafe { scope.copy(to.offset(dst_off), Mem::Host(buffer), len) }?;
+        scope.record(event)
+    });
     let result = finish(&scope, result);
     staging.put_back(&scope);
     result
@@ -246,7 +249,7 @@ fn download_bytes(scope: &Scope, from: Mem, to: *mut u8, len: usize, pinned: boo
     let staging = Staging::take(scope)?;
     let chunk = cuda::staging_bytes();
     let unpack = |turn: usize, off: usize| -> Result<()> {
-        scope.wait(staging.events[turn])?;
+        scope.wait(staging.event(turn))?;
         let n = chunk.min(len - off);
         // SAFETY: the event fired, so the buffer holds the chunk's `n` bytes; `to` holds `len`.
         unsafe { std::ptr::copy_nonoverlapping(staging.buffers[turn], to.add(off), n) };
@@ -258,8 +261,8 @@ fn download_bytes(scope: &Scope, from: Mem, to: *mut u8, len: usize, pinned: boo
             let turn = i % 2;
             // This buffer's last chunk (two back) was unpacked in the previous round.
             // SAFETY: the buffer holds `chunk` bytes and nothing reads it until the event fires.
-            unsafe { scope.copy(Mem::Host(staging.buffers[turn]), from.add(off), chunk.min(len - off)) }?;
-            scope.record(staging.events[turn])?;
+            unsafe { scope.copy(Mem::Host(staging.buffers[turn]), from.offset(off), chunk.min(len - off)) }?;
+            scope.record(staging.event(turn))?;
             if let Some((turn, off)) = previous {
                 unpack(turn, off)?;
             }
@@ -325,7 +328,7 @@ fn compact_on_device(scope: &Scope, src: &Tensor, dst: &Tensor) -> Result<()> {
             s_off += i as isize * plan.strides[a];
             d_off += i as isize * dense[a];
         }
-        let (s, d) = (from.add_signed(s_off), to.add(d_off as usize));
+        let (s, d) = (from.offset_signed(s_off), to.offset(d_off as usize));
         // SAFETY: every row lies inside the validated source and the new destination, which
         // outlive the synchronisation in `finish`.
         unsafe {

@@ -51,27 +51,25 @@ fn fake() -> Option<&'static Fake> {
         if h.is_null() {
             return None;
         }
-        let sym = |name: &str| {
+        /// A function of the fake, typed as the caller says (`F` is a function pointer type).
+        fn sym<F: Copy>(h: *mut c_void, name: &str) -> Option<F> {
             let c = CString::new(name).unwrap();
             // SAFETY: a handle from dlopen and a NUL-terminated name.
             let p = unsafe { libc::dlsym(h, c.as_ptr()) };
-            (!p.is_null()).then_some(p)
-        };
-        sym("fake_cuda_misuse_count")?;
-        // SAFETY: the fake declares these functions with exactly these signatures.
-        unsafe {
-            Some(Fake {
-                misuse_count: std::mem::transmute(sym("fake_cuda_misuse_count")?),
-                last_misuse: std::mem::transmute(sym("fake_cuda_last_misuse")?),
-                live_device_allocations: std::mem::transmute(sym("fake_cuda_live_device_allocations")?),
-                pending_ops: std::mem::transmute(sym("fake_cuda_pending_ops")?),
-                call_count: std::mem::transmute(sym("fake_cuda_call_count")?),
-                fail_allocs_after: std::mem::transmute(sym("fake_cuda_fail_allocs_after")?),
-                fail_copies_after: std::mem::transmute(sym("fake_cuda_fail_copies_after")?),
-                writecombined_allocations: std::mem::transmute(sym("fake_cuda_writecombined_allocations")?),
-                device_of: std::mem::transmute(sym("fake_cuda_device_of")?),
-            })
+            // SAFETY: the fake declares each function with the signature the field names.
+            (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
         }
+        Some(Fake {
+            misuse_count: sym(h, "fake_cuda_misuse_count")?,
+            last_misuse: sym(h, "fake_cuda_last_misuse")?,
+            live_device_allocations: sym(h, "fake_cuda_live_device_allocations")?,
+            pending_ops: sym(h, "fake_cuda_pending_ops")?,
+            call_count: sym(h, "fake_cuda_call_count")?,
+            fail_allocs_after: sym(h, "fake_cuda_fail_allocs_after")?,
+            fail_copies_after: sym(h, "fake_cuda_fail_copies_after")?,
+            writecombined_allocations: sym(h, "fake_cuda_writecombined_allocations")?,
+            device_of: sym(h, "fake_cuda_device_of")?,
+        })
     })
     .as_ref()
 }
@@ -86,7 +84,7 @@ fn driver() -> Driver {
 
 fn calls(name: &str) -> i64 {
     let c = CString::new(name).unwrap();
-    fake().map_or(0, |f| unsafe { (f.call_count)(c.as_ptr()) } as i64)
+    fake().map_or(0, |f| unsafe { (f.call_count)(c.as_ptr()) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,9 +289,17 @@ fn without_a_driver_every_cuda_request_is_a_device_error() {
     let shape = [2i64, 3];
     for dev in [cuda(0), cuda(1), PINNED] {
         let mut out = null_mut();
-        expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) }, DLB_ERR_DEVICE, "libcuda");
+        expect(
+            unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) },
+            DLB_ERR_DEVICE,
+            "libcuda",
+        );
         assert!(out.is_null());
-        expect(unsafe { dlb_tensor_zeros(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) }, DLB_ERR_DEVICE, "driver");
+        expect(
+            unsafe { dlb_tensor_zeros(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) },
+            DLB_ERR_DEVICE,
+            "driver",
+        );
         let t = patterned(&shape, dt(2, 32), 0);
         expect(unsafe { dlb_tensor_to_device(t, dev, &mut out) }, DLB_ERR_DEVICE, "no CUDA driver library");
         free(&[t]);
@@ -314,7 +320,11 @@ fn devices_are_counted_and_checked() {
     assert!(n >= 1);
     let mut out = null_mut();
     let shape = [4i64];
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(n), &mut out) }, DLB_ERR_DEVICE, "does not exist");
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(n), &mut out) },
+        DLB_ERR_DEVICE,
+        "does not exist",
+    );
     let t = patterned(&shape, dt(2, 32), 1);
     expect(unsafe { dlb_tensor_to_device(t, cuda(n + 3), &mut out) }, DLB_ERR_DEVICE, "reports");
     // Zero-size tensors need no memory but still a real device.
@@ -377,18 +387,18 @@ fn zeros_on_the_device_are_zero() {
 
 /// Views of a 4×6×5 source: (shape, strides, offset), in elements.
 const VIEWS: &[(&[i64], &[i64], i64)] = &[
-    (&[4, 6, 5], &[30, 5, 1], 0),   // contiguous
-    (&[5, 6, 4], &[1, 5, 30], 0),   // full permutation
-    (&[4, 5, 6], &[30, 1, 5], 0),   // transpose of the inner two
-    (&[4, 3, 5], &[30, 10, 1], 0),  // every other row: row-pitched
-    (&[2, 6, 2], &[60, 5, 2], 1),   // steps on two axes with an offset
-    (&[4, 6, 5], &[30, 5, -1], 4),  // reversed inner axis
-    (&[4, 6, 5], &[-30, -5, -1], 119), // everything reversed
+    (&[4, 6, 5], &[30, 5, 1], 0),       // contiguous
+    (&[5, 6, 4], &[1, 5, 30], 0),       // full permutation
+    (&[4, 5, 6], &[30, 1, 5], 0),       // transpose of the inner two
+    (&[4, 3, 5], &[30, 10, 1], 0),      // every other row: row-pitched
+    (&[2, 6, 2], &[60, 5, 2], 1),       // steps on two axes with an offset
+    (&[4, 6, 5], &[30, 5, -1], 4),      // reversed inner axis
+    (&[4, 6, 5], &[-30, -5, -1], 119),  // everything reversed
     (&[3, 4, 6, 5], &[0, 30, 5, 1], 0), // broadcast outer axis
-    (&[4, 6, 5], &[30, 5, 0], 0),   // broadcast inner axis
-    (&[20], &[6], 0),               // a column through the flattened tensor
-    (&[2, 2], &[60, 1], 0),         // a sparse corner: span much larger than the data
-    (&[], &[], 7),                  // 0-d
+    (&[4, 6, 5], &[30, 5, 0], 0),       // broadcast inner axis
+    (&[20], &[6], 0),                   // a column through the flattened tensor
+    (&[2, 2], &[60, 1], 0),             // a sparse corner: span much larger than the data
+    (&[], &[], 7),                      // 0-d
 ];
 
 #[test]
@@ -539,12 +549,16 @@ fn consumer_queues_a_memset(ptr: u64, len: usize) {
     type Pop = unsafe extern "C" fn(*mut *mut c_void) -> c_int;
     type Memset = unsafe extern "C" fn(u64, u8, usize, *mut c_void) -> c_int;
     let h = unsafe { libc::dlopen(c"libcuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    let sym = |name: &CStr| unsafe { libc::dlsym(h, name.as_ptr()) };
+    let sym = |name: &CStr| {
+        let p = unsafe { libc::dlsym(h, name.as_ptr()) };
+        assert!(!p.is_null(), "{name:?}");
+        p
+    };
     unsafe {
-        let retain: Retain = std::mem::transmute(sym(c"cuDevicePrimaryCtxRetain"));
-        let push: Push = std::mem::transmute(sym(c"cuCtxPushCurrent_v2"));
-        let pop: Pop = std::mem::transmute(sym(c"cuCtxPopCurrent_v2"));
-        let memset: Memset = std::mem::transmute(sym(c"cuMemsetD8Async"));
+        let retain = std::mem::transmute::<*mut c_void, Retain>(sym(c"cuDevicePrimaryCtxRetain"));
+        let push = std::mem::transmute::<*mut c_void, Push>(sym(c"cuCtxPushCurrent_v2"));
+        let pop = std::mem::transmute::<*mut c_void, Pop>(sym(c"cuCtxPopCurrent_v2"));
+        let memset = std::mem::transmute::<*mut c_void, Memset>(sym(c"cuMemsetD8Async"));
         let mut ctx = null_mut();
         assert_eq!(retain(&mut ctx, 0), 0);
         assert_eq!(push(ctx), 0);
@@ -566,7 +580,18 @@ fn foreign_device_memory_imports_without_a_copy() {
     let shape = [16i64];
     let mut wrapped = null_mut();
     ok(unsafe {
-        dlb_tensor_from_data(dl(g).data, shape.as_ptr(), std::ptr::null(), 1, dt(2, 32), cuda(0), false, None, null_mut(), &mut wrapped)
+        dlb_tensor_from_data(
+            dl(g).data,
+            shape.as_ptr(),
+            std::ptr::null(),
+            1,
+            dt(2, 32),
+            cuda(0),
+            false,
+            None,
+            null_mut(),
+            &mut wrapped,
+        )
     });
     assert_eq!(fetch(wrapped), host_bytes(src));
     free(&[wrapped, g, src]);
@@ -584,9 +609,21 @@ fn failed_device_allocations_are_out_of_memory_and_leak_nothing() {
     let shape = [256i64];
     unsafe { (f.fail_allocs_after)(0) };
     let mut out = null_mut();
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) }, DLB_ERR_OUT_OF_MEMORY, "cuMemAlloc");
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) }, DLB_ERR_OUT_OF_MEMORY, "cuMemHostAlloc");
-    expect(unsafe { dlb_tensor_to_device(src, cuda(0), &mut out) }, DLB_ERR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY");
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) },
+        DLB_ERR_OUT_OF_MEMORY,
+        "cuMemAlloc",
+    );
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) },
+        DLB_ERR_OUT_OF_MEMORY,
+        "cuMemHostAlloc",
+    );
+    expect(
+        unsafe { dlb_tensor_to_device(src, cuda(0), &mut out) },
+        DLB_ERR_OUT_OF_MEMORY,
+        "CUDA_ERROR_OUT_OF_MEMORY",
+    );
     assert!(out.is_null());
     unsafe { (f.fail_allocs_after)(-1) };
     // The library keeps working.
@@ -639,8 +676,16 @@ fn child_reports_device_errors() {
     assert_eq!(dlb_cuda_device_count(), 0);
     let shape = [2i64];
     let mut out = null_mut();
-    expect(unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) }, DLB_ERR_DEVICE, &needle);
-    expect(unsafe { dlb_tensor_zeros(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) }, DLB_ERR_DEVICE, &needle);
+    expect(
+        unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) },
+        DLB_ERR_DEVICE,
+        &needle,
+    );
+    expect(
+        unsafe { dlb_tensor_zeros(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) },
+        DLB_ERR_DEVICE,
+        &needle,
+    );
 }
 
 #[test]

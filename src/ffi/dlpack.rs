@@ -11,6 +11,10 @@ use crate::dlpack::{export, export_legacy, import};
 /// copy = true: a fresh row-major copy; DLPACK_FLAG_BITMASK_IS_COPIED is set.
 /// The receiver owns the result and calls its deleter exactly once, from any thread, in any
 /// order relative to dlb_tensor_free calls; the memory stays alive until then.
+/// CUDA tensors export their device pointer; nothing is pending on any stream (every dlbridge
+/// operation completes before it returns), so a consumer may use the data on any stream at
+/// once. When the deleter frees dlbridge's device or pinned memory it first waits for the
+/// device to finish (cuCtxSynchronize), so kernels the consumer queued on it still complete.
 ///
 /// # Safety
 /// `t` NULL or a live handle; `out` NULL or valid for one write.
@@ -50,7 +54,9 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack(
 /// runs exactly once, when the last tensor or export using the memory is gone; on failure it has
 /// already run when this call returns. A major version other than 1 gives DLB_ERR_VERSION. NULL
 /// strides are accepted only from producers older than 1.2. byte_offset is honoured;
-/// DLPACK_FLAG_BITMASK_READ_ONLY makes the tensor read-only.
+/// DLPACK_FLAG_BITMASK_READ_ONLY makes the tensor read-only. For kDLCUDA data the caller makes
+/// sure the producer's work on it is finished, or ordered before the legacy default stream
+/// (dlbridge works on each thread's default stream, which waits for the legacy one).
 /// The caller owns the returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety

@@ -62,7 +62,10 @@ unsafe fn create(
 }
 
 /// Creates an uninitialised row-major tensor of `ndim` extents from `shape` (NULL allowed when
-/// ndim is 0) on `device`. Its memory is aligned to at least 256 bytes.
+/// ndim is 0) on `device`. Its memory is aligned to at least 256 bytes. kDLCUDA is device
+/// memory (cuMemAlloc in the device's primary context); kDLCUDAHost is pinned host memory,
+/// portable, not write-combined (cuMemHostAlloc). Without a CUDA driver, a GPU or that device
+/// index, those give DLB_ERR_DEVICE with a message naming what is missing.
 /// The caller owns the returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety
@@ -79,7 +82,7 @@ pub unsafe extern "C" fn dlb_tensor_empty(
     unsafe { create("dlb_tensor_empty", shape, ndim, dtype, device, false, out) }
 }
 
-/// Like dlb_tensor_empty, with every byte set to zero.
+/// Like dlb_tensor_empty, with every byte set to zero (on a GPU: complete when this returns).
 /// The caller owns the returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety
@@ -184,6 +187,7 @@ pub unsafe extern "C" fn dlb_tensor_view(
 }
 
 /// A copy of t in new memory: row-major contiguous, writable, independent of t, on t's device.
+/// On a GPU the copy is done by the driver's copy engines and complete when this returns.
 /// The caller owns the returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety
@@ -201,8 +205,9 @@ pub unsafe extern "C" fn dlb_tensor_copy(t: *const dlb_tensor, out: *mut *mut dl
 /// A converting copy of t (new memory, row-major, writable) between bool, int8..int64,
 /// uint8..uint64, float16, bfloat16, float32, float64, complex64 and complex128. Integers wrap,
 /// floats to integers truncate and saturate (NaN gives 0), anything to bool is "!= 0", float16
-/// and bfloat16 round to nearest even. Complex to real is DLB_ERR_UNSUPPORTED. The caller owns
-/// the returned tensor and releases it with dlb_tensor_free.
+/// and bfloat16 round to nearest even. Complex to real is DLB_ERR_UNSUPPORTED. A kDLCUDA tensor is
+/// cast on the host between two transfers (dlbridge has no GPU kernels). The caller owns the
+/// returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety
 /// `t` NULL or a live handle; `out` NULL or valid for one write.
@@ -221,10 +226,14 @@ pub unsafe extern "C" fn dlb_tensor_cast(
     }
 }
 
-/// A copy of t on `device` (kDLCPU, kDLCUDA, kDLCUDAHost); always new memory. A device whose
-/// runtime is missing (this build has no CUDA support) gives DLB_ERR_DEVICE; a device type
-/// dlbridge does not handle (Vulkan, Metal, …) gives DLB_ERR_UNSUPPORTED. The caller owns the
-/// returned tensor and releases it with dlb_tensor_free.
+/// A copy of t on `device` (kDLCPU, kDLCUDA, kDLCUDAHost), in every direction and across CUDA
+/// devices; always new memory, row-major, complete when this returns (no stream or event is
+/// left to wait for). t may be strided. Host data that is not pinned moves through pinned
+/// staging buffers in chunks. Without a CUDA driver, a GPU or that device index this gives
+/// DLB_ERR_DEVICE; a device type dlbridge does not handle (Vulkan, Metal, …) gives
+/// DLB_ERR_UNSUPPORTED; a failing driver call gives DLB_ERR_DEVICE (or DLB_ERR_OUT_OF_MEMORY)
+/// with the call and the CUDA error in the message. The caller owns the returned tensor and
+/// releases it with dlb_tensor_free.
 ///
 /// # Safety
 /// `t` NULL or a live handle; `out` NULL or valid for one write.
