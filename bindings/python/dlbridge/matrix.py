@@ -124,6 +124,11 @@ def tensorflow_frameworks(tf: Any) -> tuple[Producer, Consumer]:
     def take(x: Any) -> Any:
         # TF imports only legacy capsules: its own export for tf.Tensor, __dlpack__() (no
         # max_version, hence legacy) for everything else.
+        if not isinstance(x, tf.Tensor) and x.__dlpack_device__()[0] != 1:
+            # Measured with TF 2.21 (CPU build): from_dlpack of a GPU capsule raises, but only
+            # after running the tensor's deleter, and leaves the capsule unconsumed, so its
+            # destructor runs the deleter again (a double free that crashes the process).
+            raise BufferError("not tried: TensorFlow 2.21 double-frees GPU data it cannot take")
         return tf.experimental.dlpack.from_dlpack(to_dlpack(x) if isinstance(x, tf.Tensor) else x.__dlpack__())
 
     no_views = "TensorFlow has no views (tf.transpose, tf.reverse copy)"
@@ -175,6 +180,29 @@ def dlbridge_frameworks(np: Optional[Any]) -> tuple[Producer, Consumer]:
     return producer, consumer
 
 
+def dlbridge_cuda_producer() -> Producer:
+    """dlbridge tensors in GPU memory (the rows only a machine with CUDA shows)."""
+    def f32() -> dlbridge.Tensor:
+        return dlbridge.zeros((2, 3), "float32", device="cuda")
+
+    return Producer(
+        cases_from(f32, lambda: dlbridge.zeros((2, 3), "float64", device="cuda"),
+                   lambda: dlbridge.zeros((2, 3), "bool", device="cuda"), None,
+                   lambda: f32().view((3, 2), (1, 3)), lambda: f32().view((2, 3), (3, -1), offset=2)),
+        dlbridge_pointer, lambda t: t.dtype, {"read-only": "only imports are read-only"})
+
+
+def torch_cuda_producer(torch: Any) -> Producer:
+    def f32() -> Any:
+        return torch.arange(6, dtype=torch.float32, device="cuda").reshape(2, 3)
+
+    return Producer(
+        cases_from(f32, lambda: torch.arange(6, dtype=torch.float64, device="cuda").reshape(2, 3),
+                   lambda: torch.arange(6, device="cuda").reshape(2, 3) % 2 == 0, None, lambda: f32().t(), None),
+        lambda u: u.data_ptr(), lambda u: str(u.dtype).replace("torch.", ""),
+        {"read-only": "PyTorch has no read-only tensors", "neg-stride": "PyTorch has no negative strides"})
+
+
 # display name -> (module to import, the function making its producer and consumer)
 FRAMEWORKS: dict[str, tuple[str, Callable[[Any], tuple[Producer, Consumer]]]] = {
     "numpy": ("numpy", numpy_frameworks),
@@ -201,6 +229,14 @@ def load() -> tuple[dict[str, tuple[Producer, Consumer]], list[str], list[str]]:
         found[name] = build(mod)
         version = dlbridge.__version__ if name == "dlbridge" else getattr(mod, "__version__", "?")
         versions.append(f"{name} {version}")
+    # GPU producers (consumers are the same functions), when there is a GPU.
+    if dlbridge.cuda_device_count() > 0:
+        found["dlbridge@cuda"] = (dlbridge_cuda_producer(), None)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            found["torch@cuda"] = (torch_cuda_producer(torch), None)
+    else:
+        notes.append("no CUDA device: the GPU rows (dlbridge@cuda, torch@cuda) are skipped")
     return found, versions, notes
 
 
@@ -247,10 +283,12 @@ def measure(producer: Producer, consumer: Consumer, case: str) -> dict[str, Any]
     return record
 
 
-def measure_all(found: dict[str, tuple[Producer, Consumer]]) -> list[dict[str, Any]]:
+def measure_all(found: dict[str, tuple[Producer, Optional[Consumer]]]) -> list[dict[str, Any]]:
     records = []
     for pname, (producer, _) in found.items():
         for cname, (_, consumer) in found.items():
+            if consumer is None:  # a producer-only (GPU) entry
+                continue
             for case in CASES:
                 if case in producer.make:
                     records.append(dict(producer=pname, consumer=cname, case=case,
@@ -294,13 +332,13 @@ def cell(r: dict[str, Any], refusals: dict[str, int]) -> str:
     return text
 
 
-def table(found: dict[str, tuple[Producer, Consumer]], records: list[dict[str, Any]]) -> str:
+def table(found: dict[str, tuple[Producer, Optional[Consumer]]], records: list[dict[str, Any]]) -> str:
     by_key = {(r["producer"], r["consumer"], r["case"]): r for r in records}
     refusals: dict[str, int] = {}
     rows = [["producer", "consumer", *CASES]]
     for pname, (producer, _) in found.items():
         rows.append([])  # a rule between producers
-        for cname in found:
+        for cname in (c for c, (_, consumer) in found.items() if consumer is not None):
             rows.append([pname, cname] + [cell(by_key[pname, cname, case], refusals)
                                           if case in producer.make else "-" for case in CASES])
     widths = [max(len(row[i]) for row in rows if row) for i in range(len(rows[0]))]

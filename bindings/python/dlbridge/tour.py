@@ -185,13 +185,25 @@ def main() -> int:
         tour.show("a.ctypes.data % 64")
         tour.shares("k = jnp.from_dlpack(a)", write="a[0] = 5", read="k[0]")
 
-    tour.section("GPU")
+    tour.section("GPU: a GPU tensor reaches NumPy only through a copy to the CPU")
     if dlbridge.cuda_device_count() == 0:
-        print("   no CUDA device: a GPU tensor reaches NumPy only through .cpu(), a copy")
-    else:  # with CUDA support: .numpy() refuses a GPU tensor, .cpu() copies
-        tour.run("g = dlbridge.zeros((3,), device='cuda:0')")
+        print("   no CUDA device here (dlbridge.cuda_device_count() is 0): nothing to show")
+    else:
+        tour.run("a = np.arange(4.0)")
+        tour.shares("g = dlbridge.from_dlpack(a).to('cuda')  # to another device: a copy",
+                    write="a[0] = 7", read="g.cpu().numpy()[0]")
         tour.raises("g.numpy()")
-        tour.shares("h = g.cpu()", write="h.numpy()[0] = 1", read="g.cpu().numpy()[0]")
+        tour.shares("h = g.cpu()  # .cpu() of a GPU tensor: a copy",
+                    write="h.numpy()[1] = 9", read="g.cpu().numpy()[1]")
+        tour.run("p = g.to('cuda_host')  # pinned host memory, a copy")
+        tour.shares("n = p.numpy()  # pinned memory is host memory: .numpy() shares it",
+                    write="n[2] = 5", read="p.cpu().numpy()[2]")
+        torch = optional("torch")
+        if torch is not None and torch.cuda.is_available():
+            tour.ns["torch"] = torch
+            tour.shares("x = torch.from_dlpack(g)  # PyTorch takes the GPU memory itself",
+                        write="x[3] = 8; torch.cuda.synchronize()", read="g.cpu().numpy()[3]")
+            tour.show("x.data_ptr() == g.data_ptr()")
 
     tour.end()
     return released("Everything deleted")
