@@ -12,7 +12,7 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 .PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
-	test-cuda-fake test-gpu python-package bench clean
+	test-cuda-fake test-gpu test-stress test-tsan python-package bench clean
 
 all: build
 
@@ -70,7 +70,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: check-header lint test-rust test-miri test-c test-python test-cuda-fake test-examples
+test: check-header lint test-rust test-miri test-stress test-tsan test-c test-python test-cuda-fake test-examples
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -79,7 +79,20 @@ test-rust:
 # Miri checks the unsafe code (the core's unit tests and the C-style integration tests).
 test-miri:
 	rustup component add --toolchain nightly miri rust-src
-	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --lib --test ffi
+	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --lib --test ffi --test stress
+
+# 8 threads x 1,000,000 mixed operations on shared tensors, deleters on other threads (tests/stress.rs).
+test-stress:
+	DLB_STRESS_ITERATIONS=100000 $(CARGO) test --release --test stress -- --nocapture
+
+# The stress test and the C-style integration tests under ThreadSanitizer: the library and Rust's
+# standard library are rebuilt instrumented (nightly, -Zbuild-std) in a target directory of their own.
+TSAN_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+test-tsan:
+	rustup component add --toolchain nightly rust-src
+	RUSTFLAGS="-Zsanitizer=thread" CARGO_TARGET_DIR=target/tsan DLB_STRESS_ITERATIONS=5000 \
+	  TSAN_OPTIONS="allocator_may_return_null=1 halt_on_error=1" \
+	  $(CARGO) +nightly test -Zbuild-std --target $(TSAN_TARGET) --release --test stress --test ffi
 
 test-c: build $(OFFICIAL_DLPACK)
 	bash tests/c/run.sh

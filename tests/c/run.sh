@@ -90,6 +90,8 @@ build "$OUT/asan" "${SANITIZE[@]}"
 
 section "run (plain)"
 for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/plain/$p"; done
+# The stress size: 8 threads x 100000 iterations of about a dozen operations each.
+run "test_threads (8 x 100000 iterations)" "$OUT/plain/test_threads" 100000
 run "test_api (static)" "$OUT/plain/test_api_static"
 
 section "run (valgrind)"
