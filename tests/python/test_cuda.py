@@ -350,3 +350,35 @@ def test_torch_releases_our_exports_from_another_thread():
     th.join()
     torch.cuda.synchronize()
     assert dlbridge.live_allocations() == base
+
+
+# -------------------------------------------------------------------------------------------
+# shutdown
+# -------------------------------------------------------------------------------------------
+
+EXIT_WITH_GPU_EXCHANGES = """
+    import numpy as np
+    import dlbridge
+
+    g = dlbridge.from_dlpack(np.arange(1000.0)).to("cuda")
+    capsule = g.__dlpack__(max_version=(1, 3))           # never consumed
+    legacy = g.view((10,), strides=(3,)).__dlpack__()    # never consumed, a view
+    again = dlbridge.from_dlpack(g.__dlpack__())         # dlbridge holds an import of its export
+    pinned = g.to("cuda_host")
+    arr = pinned.numpy()                                 # NumPy holds pinned memory
+    cycle = [g.alias()]
+    cycle.append(cycle)                                  # freed only by the final collection
+    del g
+    print("ok", flush=True)
+"""
+
+
+@needs_cuda
+def test_interpreter_exits_cleanly_with_gpu_exchanges_alive(tmp_path):
+    from test_process import CRASH_MARKERS, run_python
+
+    result = run_python(EXIT_WITH_GPU_EXCHANGES, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+    for marker in (*CRASH_MARKERS, "fake-cuda misuse"):
+        assert marker not in result.stderr, result.stderr
