@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use super::error::{boundary, dlb_status, last_error_ptr, set_last_error};
 use super::handle::dlb_tensor;
-use crate::abi::{DLManagedTensor, DLManagedTensorVersioned, DLPackVersion};
+use crate::abi::{DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DlpackFlags, FLAG_IS_COPIED};
 use crate::device::code as device_code;
 use crate::dlpack::{ManagedKind, export, export_legacy, import, release};
 use crate::error::Error;
@@ -239,7 +239,7 @@ static METHODS: Methods = Methods([
         name: c"to_capsule".as_ptr(),
         meth: Some(py_to_capsule),
         flags: METH_FASTCALL,
-        doc: c"to_capsule(handle, flags): a DLPack capsule of the tensor (flags: 1 versioned, 2 copy)"
+        doc: c"to_capsule(handle, flags): a DLPack capsule of the tensor (flags: 1 versioned, 2 copy, 4 the tensor is already a private copy: mark it IS_COPIED)"
             .as_ptr(),
     },
     PyMethodDef {
@@ -316,8 +316,9 @@ unsafe fn destroy<M: ManagedKind>(capsule: *mut PyObject, name: &CStr) {
 }
 
 /// `to_capsule(handle, flags)`: exports the tensor as a new capsule ("dltensor_versioned" with
-/// flag 1, else "dltensor"), sharing its memory or, with flag 2, a fresh copy. A legacy export of
-/// read-only data raises BufferError.
+/// flag 1, else "dltensor"), sharing its memory or, with flag 2, a fresh copy. Flag 4 says the
+/// tensor already is a private copy (a move to another device): shared, but marked IS_COPIED. A
+/// legacy export of read-only data raises BufferError.
 unsafe extern "C" fn py_to_capsule(
     _: *mut PyObject,
     args: *const *mut PyObject,
@@ -331,13 +332,18 @@ unsafe extern "C" fn py_to_capsule(
     let (Some(handle), Some(flags)) = (api.pointer(handle), api.pointer(flags)) else {
         return std::ptr::null_mut();
     };
-    let (versioned, copy) = (flags.addr() & 1 != 0, flags.addr() & 2 != 0);
+    let (versioned, copy, moved) = (flags.addr() & 1 != 0, flags.addr() & 2 != 0, flags.addr() & 4 != 0);
     let mut capsule = std::ptr::null_mut();
     api.call("__dlpack__", || {
         // SAFETY: the package passes only live handles it owns.
         let t = unsafe { dlb_tensor::from_ptr(handle.cast::<dlb_tensor>(), "the tensor") }?.tensor();
         capsule = if versioned {
-            api.capsule(export::<DLManagedTensorVersioned>(t, copy)?, VERSIONED, destroy_versioned)
+            let mt = export::<DLManagedTensorVersioned>(t, copy)?;
+            if moved {
+                // SAFETY: a new export nobody else has seen yet.
+                unsafe { (*mt).flags = DlpackFlags::from_bits_retain((*mt).flags.bits() | FLAG_IS_COPIED) };
+            }
+            api.capsule(mt, VERSIONED, destroy_versioned)
         } else {
             api.capsule(export_legacy(t, copy)?, LEGACY, destroy_legacy)
         };

@@ -320,12 +320,26 @@ class Tensor:
         """Exports this tensor as a DLPack capsule: "dltensor_versioned" when max_version allows
         (major >= 1), else legacy "dltensor". copy=True hands out a fresh copy (IS_COPIED),
         copy=False never copies. Shared exports of read-only data set READ_ONLY; the legacy
-        struct cannot, so a legacy export of read-only data raises BufferError."""
+        struct cannot, so a legacy export of read-only data raises BufferError. dl_device other
+        than the tensor's device copies there (BufferError with copy=False, or when dlbridge
+        cannot reach that device); every kDLCPU id is the same memory. Wrong types: TypeError."""
+        if copy is not None and copy is not True and copy is not False:
+            raise TypeError(f"copy must be None, True or False, not {copy!r}")
+        if max_version is None:
+            versioned = False
+        elif type(max_version) is tuple and len(max_version) == 2 and type(max_version[0]) is int:
+            versioned = max_version[0] >= 1
+        else:
+            raise TypeError(f"max_version must be None or a (major, minor) tuple, not {max_version!r}")
         if stream is not None:
             self._check_stream(stream)
-        if dl_device is not None and tuple(dl_device) != self._info()[4]:
-            return self._export_to(dl_device, max_version, copy)
-        return _to_capsule(self._h, (max_version is not None and max_version[0] >= 1) | (copy is True) << 1)
+        if dl_device is not None:
+            if not (type(dl_device) is tuple and len(dl_device) == 2 and all(type(v) is int for v in dl_device)):
+                raise TypeError(f"dl_device must be None or a (device_type, device_id) tuple, not {dl_device!r}")
+            own = self.__dlpack_device__()
+            if dl_device != own and not (dl_device[0] == own[0] == CPU):
+                return self._export_to(dl_device, versioned, copy)
+        return _to_capsule(self._h, versioned | (copy is True) << 1)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         meta = self._meta
@@ -344,17 +358,18 @@ class Tensor:
         if stream < -1:
             raise ValueError(f"stream={stream} is not a CUDA stream: use None, -1, 1, 2 or a stream pointer")
 
-    def _export_to(self, dl_device: Any, max_version: Any, copy: Optional[bool]) -> Any:
+    def _export_to(self, dl_device: Tuple[int, int], versioned: bool, copy: Optional[bool]) -> Any:
+        """The export for another device: a copy there, exported as the copy it is (IS_COPIED)."""
         if copy is False:
             raise BufferError(
-                f"dl_device={tuple(dl_device)} differs from the tensor's device {self.device}, and "
+                f"dl_device={dl_device} differs from the tensor's device {self.device}, and "
                 "copy=False forbids the copy a move would need"
             )
         try:
-            moved = _produce(lib.dlb_tensor_to_device, self._h, _device(tuple(dl_device)))
+            moved = _produce(lib.dlb_tensor_to_device, self._h, _device(dl_device))
         except (RuntimeError, ValueError, TypeError) as e:
-            raise BufferError(f"cannot export to dl_device={tuple(dl_device)}: {e}") from e
-        return moved.__dlpack__(max_version=max_version)
+            raise BufferError(f"cannot export to dl_device={dl_device}: {e}") from e
+        return _to_capsule(moved._h, versioned | 4)
 
 
 _Tensor_new = object.__new__
