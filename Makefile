@@ -12,7 +12,7 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 .PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
-	test-cuda-fake test-gpu test-stress test-tsan python-package bench clean
+	test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
 
 all: build
 
@@ -70,7 +70,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: check-header lint test-rust test-miri test-stress test-tsan test-c test-python test-cuda-fake test-examples
+test: check-header lint test-rust test-miri test-stress test-tsan test-fuzz test-c test-python test-cuda-fake test-examples
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -84,6 +84,11 @@ test-miri:
 # 8 threads x 1,000,000 mixed operations on shared tensors, deleters on other threads (tests/stress.rs).
 test-stress:
 	DLB_STRESS_ITERATIONS=100000 $(CARGO) test --release --test stress -- --nocapture
+
+# The cargo-fuzz targets (fuzz/: imports, views and copies, exports), 20 seconds each from the
+# committed seeds; `bash fuzz/run.sh 600` is the 10-minute run.
+test-fuzz:
+	bash fuzz/run.sh 20
 
 # The stress test and the C-style integration tests under ThreadSanitizer: the library and Rust's
 # standard library are rebuilt instrumented (nightly, -Zbuild-std) in a target directory of their own.

@@ -205,6 +205,9 @@ impl Tensor {
             return self.to_device(Device::CPU)?.cast(dtype)?.to_device(self.device());
         }
         let out = Tensor::empty(self.shape(), dtype, self.device(), false)?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
         let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
         // SAFETY: the source layout was validated against its storage; the destination is a new
         // row-major allocation of the same shape.
@@ -217,11 +220,18 @@ impl Tensor {
     }
 
     /// The shape and the byte strides of `self` and of `out` (a tensor of the same shape), as
-    /// the copy kernel takes them. Validated layouts cannot overflow these conversions.
+    /// the copy kernel takes them, for tensors with elements. An extent-1 axis reaches nothing,
+    /// so its stride may be anything (i64::MAX included): it becomes 0 here. Every other stride
+    /// times the item size fits, because the layout's validated span contains it.
     fn byte_layouts(&self, out: &Tensor) -> (Vec<usize>, Vec<isize>, Vec<isize>) {
+        debug_assert!(self.numel() > 0);
         let bytes = |t: &Tensor| {
             let size = t.dtype.itemsize() as isize;
-            t.strides().iter().map(|&s| s as isize * size).collect()
+            t.shape()
+                .iter()
+                .zip(t.strides())
+                .map(|(&n, &s)| if n == 1 { 0 } else { s as isize * size })
+                .collect()
         };
         (self.shape().iter().map(|&n| n as usize).collect(), bytes(self), bytes(out))
     }
@@ -358,6 +368,16 @@ mod tests {
         assert_eq!(c.cast(Scalar::F32.dtype()).unwrap_err().kind, ErrorKind::Unsupported);
         let zero_d = Tensor::empty(&[], DType::F64, Device::CPU, true).unwrap();
         assert_eq!(zero_d.cast(Scalar::I8.dtype()).unwrap().numel(), 1);
+    }
+
+    #[test]
+    fn casts_of_degenerate_layouts_do_not_overflow() {
+        // Found by fuzz/ (target views): byte strides overflowed in debug builds.
+        let t = Tensor::empty(&[4], DType::F32, Device::CPU, true).unwrap();
+        let v = t.view(&[1], Some(&[i64::MAX]), 0).unwrap();
+        assert_eq!(v.cast(DType::F64).unwrap().shape(), &[1]);
+        let z = Tensor::empty(&[2, i64::MAX, 0], DType::F32, Device::CPU, false).unwrap();
+        assert_eq!(z.cast(DType::F64).unwrap().numel(), 0);
     }
 
     #[test]

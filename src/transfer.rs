@@ -45,7 +45,7 @@ impl Plan {
             }
             let (n, s) = (n as usize, s as isize * itemsize as isize);
             match (shape.last_mut(), strides.last_mut()) {
-                (Some(pn), Some(ps)) if *ps == s * n as isize => {
+                (Some(pn), Some(ps)) if s.checked_mul(n as isize) == Some(*ps) => {
                     *pn *= n;
                     *ps = s;
                 }
