@@ -264,6 +264,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
                 dst_ld: across.dst,
                 ni: across.n,
                 nj: inner.n,
+                stream: dims.iter().map(|d| d.n).product::<usize>() * itemsize >= transpose::STREAM_MIN_BYTES,
             };
             let mut buf = Box::new_uninit_slice(transpose::buffer_bytes(itemsize));
             // SAFETY: each plane is exactly the elements of the two dimensions at one position
@@ -617,6 +618,35 @@ mod tests {
                     copy_strided(src.as_ptr().offset(first), &ss, got.as_mut_ptr(), &ds, &shape, itemsize)
                 };
                 assert!(got == expect, "{ni}x{nj} itemsize {itemsize} source pitch {src_ld} flipped {flip}");
+            }
+        }
+    }
+
+    /// A transpose large enough for non-temporal stores, into an aligned and a misaligned
+    /// destination (where they cannot be used).
+    #[test]
+    #[cfg_attr(miri, ignore = "9 MiB is too slow under Miri; the same tile loop runs there on small planes")]
+    fn large_transposes_stream_correctly() {
+        let n = 1500usize;
+        assert!(n * n * 4 >= transpose::STREAM_MIN_BYTES);
+        let src: Vec<u32> = (0..(n * n) as u32).collect();
+        for shift in [0usize, 1] {
+            let mut dst = vec![0u32; n * n + 1];
+            let s = 4isize;
+            let stride = n as isize * s;
+            unsafe {
+                copy_strided(
+                    src.as_ptr().cast(),
+                    &[s, stride],
+                    dst[shift..].as_mut_ptr().cast(),
+                    &[stride, s],
+                    &[n, n],
+                    4,
+                )
+            };
+            for (k, &v) in dst[shift..shift + n * n].iter().enumerate() {
+                let (i, j) = (k / n, k % n);
+                assert_eq!(v, (j * n + i) as u32, "element ({i}, {j}), destination shifted by {shift}");
             }
         }
     }
