@@ -184,7 +184,7 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8))
 #[inline(always)]
 unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if stream && (d as usize) % 16 == 0 && len % 16 == 0 {
+    if stream && d.addr().is_multiple_of(16) && len.is_multiple_of(16) {
         use std::arch::x86_64::*;
         for k in (0..len).step_by(16) {
             // SAFETY: per the function contract; the destination is 16-byte aligned.
