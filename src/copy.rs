@@ -28,6 +28,10 @@ use std::sync::OnceLock;
 /// the speed of one), while from 32 MiB on every copy writes fresh pages and splitting the page
 /// faults over two cores won 5-30%.
 pub const PARALLEL_MIN_BYTES: usize = 32 << 20;
+/// Element-wise kernels (casts) over at least this many elements are split across threads: the
+/// point where the larger side of a cast from or to 8-byte elements reaches `PARALLEL_MIN_BYTES`.
+/// (Casts of 16M elements ran within this machine's noise, +-20%, of one thread either way.)
+pub const PARALLEL_MIN_ELEMENTS: usize = 4 << 20;
 /// More threads than this do not help a memory-bound copy.
 pub const MAX_THREADS: usize = 4;
 
@@ -145,30 +149,48 @@ pub unsafe fn copy_strided_with(
     let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
     let isa = Isa::detect();
     let bytes = shape.iter().product::<usize>().saturating_mul(itemsize);
-    let threads = threads_for(bytes, parallel_min_bytes).min(dims.first().map_or(1, |d| d.n));
+    // SAFETY: per the function contract.
+    unsafe {
+        in_pieces(&dims, threads_for(bytes, parallel_min_bytes), src, dst, |piece, s, d| {
+            copy_dims(piece, s, d, itemsize, isa)
+        })
+    };
+}
+
+/// Runs `run(piece, src, dst)` over the simplified layout `dims`: whole on this thread, or cut
+/// along its outermost dimension into up to `threads` pieces that run on scoped threads.
+///
+/// # Safety
+/// `run` must be safe to call on `dims` from `src` and `dst`, and on any sub-range of its
+/// outermost dimension; pieces write disjoint parts of the destination.
+unsafe fn in_pieces(
+    dims: &[Dim],
+    threads: usize,
+    src: *const u8,
+    dst: *mut u8,
+    run: impl Fn(&[Dim], *const u8, *mut u8) + Sync,
+) {
+    let threads = threads.min(dims.first().map_or(1, |d| d.n));
     if threads <= 1 {
-        // SAFETY: per the function contract.
-        unsafe { copy_dims(&dims, src, dst, itemsize, isa) };
-        return;
+        return run(dims, src, dst);
     }
-    // Cut the outermost dimension into `threads` pieces; each piece is a copy of the same kind.
     let outer = dims[0];
     let step = outer.n.div_ceil(threads);
     let ends = Ends { src, dst };
+    let run = &run;
     std::thread::scope(|scope| {
         for start in (0..outer.n).step_by(step).skip(1) {
-            let mut piece = dims.clone();
+            let mut piece = dims.to_vec();
             piece[0].n = step.min(outer.n - start);
             let (s, d) = ends.offset(start, outer);
-            // SAFETY: the pieces cover disjoint index ranges of the outermost dimension, so they
-            // read what the whole copy reads and write disjoint parts of what it writes; the
-            // scope joins every thread before the caller's borrow ends.
-            scope.spawn(move || unsafe { copy_dims(&piece, s.get(), d.get_mut(), itemsize, isa) });
+            // The pieces cover disjoint index ranges of the outermost dimension, so they read
+            // what the whole reads and write disjoint parts of what it writes; the scope joins
+            // every thread before the caller's borrows end.
+            scope.spawn(move || run(&piece, s.get(), d.get_mut()));
         }
-        let mut first = dims.clone();
+        let mut first = dims.to_vec();
         first[0].n = step.min(outer.n);
-        // SAFETY: as for the spawned pieces.
-        unsafe { copy_dims(&first, src, dst, itemsize, isa) };
+        run(&first, src, dst);
     });
 }
 
@@ -293,7 +315,9 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
 
 /// Calls `f(src_row, dst_row, n, src_stride, dst_stride)` for every row of the simplified
 /// layouts (strides in bytes): the walker for element-wise kernels other than copies (casts).
-/// A 0-d layout is one row of one element.
+/// A 0-d layout is one row of one element. Layouts of `PARALLEL_MIN_ELEMENTS` elements or more
+/// are split across threads like copies, so `f` may run on several threads at once, on disjoint
+/// rows.
 ///
 /// # Safety
 /// As for `copy_strided`: every described address must be valid for `f`'s accesses.
@@ -303,16 +327,20 @@ pub unsafe fn for_each_row(
     dst: *mut u8,
     dst_strides: &[isize],
     shape: &[usize],
-    mut f: impl FnMut(*const u8, *mut u8, usize, isize, isize),
+    f: impl Fn(*const u8, *mut u8, usize, isize, isize) + Sync,
 ) {
     let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
-    match dims.split_last() {
-        None => f(src, dst, 1, 0, 0),
-        // SAFETY: per the function contract.
-        Some((&inner, outer)) => unsafe {
-            for_each_outer(outer, src, dst, |s, d| f(s, d, inner.n, inner.src, inner.dst))
-        },
-    }
+    let numel = shape.iter().product::<usize>();
+    let threads = threads_for(numel, PARALLEL_MIN_ELEMENTS);
+    // SAFETY: per the function contract; each piece is a sub-layout.
+    unsafe {
+        in_pieces(&dims, threads, src, dst, |piece, s, d| match piece.split_last() {
+            None => f(s, d, 1, 0, 0),
+            Some((&inner, outer)) => {
+                for_each_outer(outer, s, d, |s, d| f(s, d, inner.n, inner.src, inner.dst))
+            }
+        })
+    };
 }
 
 /// Moves `n` bytes (a non-specialised element).
