@@ -120,7 +120,8 @@ unsafe fn for_each_outer(outer: &[Dim], src: *const u8, dst: *mut u8, mut f: imp
 ///
 /// # Safety
 /// Every element address the two layouts describe must be valid for reads (source) and writes
-/// (destination), and the destination must not overlap the source.
+/// (destination), the destination must not overlap the source, and no two destination elements
+/// may overlap each other (the pieces of a split copy write concurrently).
 pub unsafe fn copy_strided(
     src: *const u8,
     src_strides: &[isize],
@@ -176,21 +177,29 @@ unsafe fn in_pieces(
     }
     let outer = dims[0];
     let step = outer.n.div_ceil(threads);
+    // The piece starting at index `start` of the outermost dimension.
+    let piece = |start: usize| {
+        let mut piece = dims.to_vec();
+        piece[0].n = step.min(outer.n - start);
+        piece
+    };
     let ends = Ends { src, dst };
     let run = &run;
     std::thread::scope(|scope| {
         for start in (0..outer.n).step_by(step).skip(1) {
-            let mut piece = dims.to_vec();
-            piece[0].n = step.min(outer.n - start);
             let (s, d) = ends.offset(start, outer);
             // The pieces cover disjoint index ranges of the outermost dimension, so they read
             // what the whole reads and write disjoint parts of what it writes; the scope joins
-            // every thread before the caller's borrows end.
-            scope.spawn(move || run(&piece, s.get(), d.get_mut()));
+            // every thread before the caller's borrows end. A thread the system refuses (out of
+            // threads or memory) is no error: its piece runs here instead.
+            let dims = piece(start);
+            let spawned =
+                std::thread::Builder::new().spawn_scoped(scope, move || run(&dims, s.get(), d.get_mut()));
+            if spawned.is_err() {
+                run(&piece(start), s.get(), d.get_mut());
+            }
         }
-        let mut first = dims.to_vec();
-        first[0].n = step.min(outer.n);
-        run(&first, src, dst);
+        run(&piece(0), src, dst);
     });
 }
 
