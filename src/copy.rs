@@ -317,6 +317,16 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
             };
             return;
         }
+        // Small forward steps (slices such as `[::2]`): a gather the compiler vectorises.
+        if let Some(step @ 2..=4) = (inner.src > 0 && inner.src % size == 0).then_some(inner.src / size) {
+            // SAFETY: each row is `inner.n` elements, `step` elements apart in the source.
+            unsafe {
+                for_each_outer(outer, src, dst, |s, d| {
+                    dispatch_size!(itemsize, stepped_row, s, d, inner.n, step as usize)
+                })
+            };
+            return;
+        }
     }
     // SAFETY: the row loop visits exactly the elements of the inner dimension.
     unsafe { for_each_outer(outer, src, dst, |s, d| dispatch_size!(itemsize, strided_row, s, d, inner)) };
@@ -398,6 +408,38 @@ fn dense_row<const N: usize>(s: *const u8, d: *mut u8, n: usize, reversed: bool,
     } else {
         // SAFETY: `s` is one readable element.
         out.fill(unsafe { s.cast::<[u8; N]>().read_unaligned() });
+    }
+}
+
+/// A destination row of `n` contiguous elements taken every `step` (2, 3 or 4) elements of the
+/// source, with the step a constant in each loop so that the compiler vectorises the gather.
+fn stepped_row<const N: usize>(s: *const u8, d: *mut u8, n: usize, step: usize, itemsize: usize) {
+    #[inline(always)]
+    fn gather<const N: usize, const K: usize>(s: *const u8, d: *mut u8, n: usize) {
+        // SAFETY: the source row is elements 0, K, .., (n - 1) * K from `s` and the destination
+        // row `n` contiguous elements (copy_strided's contract), which nothing else writes during
+        // the copy; `[u8; N]` has alignment 1.
+        let (src, out) = unsafe {
+            (
+                std::slice::from_raw_parts(s.cast::<[u8; N]>(), (n - 1) * K + 1),
+                std::slice::from_raw_parts_mut(d.cast::<[u8; N]>(), n),
+            )
+        };
+        // Whole groups of K first (no bounds checks), then the last element on its own: the
+        // source ends there, K - 1 elements short of a whole group.
+        for (o, group) in out.iter_mut().zip(src.chunks_exact(K)) {
+            *o = group[0];
+        }
+        out[n - 1] = src[(n - 1) * K];
+    }
+    if N != itemsize {
+        let dim = Dim { n, src: (step * itemsize) as isize, dst: itemsize as isize };
+        return strided_row::<N>(s, d, dim, itemsize);
+    }
+    match step {
+        2 => gather::<N, 2>(s, d, n),
+        3 => gather::<N, 3>(s, d, n),
+        _ => gather::<N, 4>(s, d, n),
     }
 }
 
