@@ -348,9 +348,26 @@ pub unsafe fn for_each_row(
     shape: &[usize],
     f: impl Fn(*const u8, *mut u8, usize, isize, isize) + Sync,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { for_each_row_with(src, src_strides, dst, dst_strides, shape, f, PARALLEL_MIN_ELEMENTS) }
+}
+
+/// `for_each_row` with the element count from which it splits the work across threads.
+///
+/// # Safety
+/// As for `for_each_row`.
+unsafe fn for_each_row_with(
+    src: *const u8,
+    src_strides: &[isize],
+    dst: *mut u8,
+    dst_strides: &[isize],
+    shape: &[usize],
+    f: impl Fn(*const u8, *mut u8, usize, isize, isize) + Sync,
+    parallel_min_elements: usize,
+) {
     let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
     let numel = shape.iter().product::<usize>();
-    let threads = threads_for(numel, PARALLEL_MIN_ELEMENTS);
+    let threads = threads_for(numel, parallel_min_elements);
     // SAFETY: per the function contract; each piece is a sub-layout.
     unsafe {
         in_pieces(&dims, threads, src, dst, |piece, s, d| match piece.split_last() {
@@ -670,6 +687,43 @@ mod tests {
             // Every fifth case is split across threads from its first byte.
             let parallel_min_bytes = if case % 5 == 0 { 0 } else { usize::MAX };
             check_random(&mut rng, max_extent, itemsize, parallel_min_bytes, case);
+        }
+    }
+
+    /// The row walker for element-wise kernels, whole and split across threads, moving elements
+    /// one by one with the strides it hands out: the same result as the reference.
+    #[test]
+    fn rows_walk_every_element_once() {
+        let mut rng = Rng(11);
+        for case in 0..if cfg!(miri) { 12 } else { 400 } {
+            let itemsize = [1, 4, 8][case % 3];
+            let (shape, strides_el, first_el, len_el) =
+                random_layout(&mut rng, if cfg!(miri) { 5 } else { 12 });
+            let src: Vec<u8> = (0..len_el * itemsize).map(|_| rng.next() as u8).collect();
+            let ss: Vec<isize> = strides_el.iter().map(|s| s * itemsize as isize).collect();
+            let ds = random_destination(&mut rng, &shape, itemsize);
+            let out_len = shape.iter().product::<usize>() * itemsize;
+            let (mut expect, mut got) = (vec![0u8; out_len], vec![0u8; out_len]);
+            let first = first_el * itemsize as isize;
+            reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
+            let row = |s: *const u8, d: *mut u8, n: usize, sst: isize, dst: isize| {
+                for k in 0..n as isize {
+                    unsafe { std::ptr::copy_nonoverlapping(s.offset(k * sst), d.offset(k * dst), itemsize) };
+                }
+            };
+            let parallel_min_elements = if case % 2 == 0 { 0 } else { usize::MAX };
+            unsafe {
+                for_each_row_with(
+                    src.as_ptr().offset(first),
+                    &ss,
+                    got.as_mut_ptr(),
+                    &ds,
+                    &shape,
+                    row,
+                    parallel_min_elements,
+                )
+            };
+            assert!(got == expect, "case {case}: shape {shape:?} source strides {strides_el:?} (elements)");
         }
     }
 
