@@ -54,9 +54,16 @@ $(OFFICIAL_DLPACK): $(VENV_STAMP)
 	mkdir -p $(dir $@)
 	cp "$$($(VENV_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/include/ATen/dlpack.h" $@
 
+# The benchmark suite (several minutes): the C API's fixed costs (criterion), copies and casts
+# against memcpy, NumPy and PyTorch, and Python DLPack exchange; bench/report.py gathers them into
+# bench/results.json and bench/results.png. BENCH_FLAGS=--max-mib=1024 adds 1 GiB copies.
+BENCH_FLAGS ?=
 bench: build python-package
-	$(VENV_PY) bench/copy_bench.py
-	$(VENV_PY) bench/exchange_bench.py
+	@mkdir -p build
+	$(CARGO) bench --bench exchange
+	$(VENV_PY) bench/copy_bench.py $(BENCH_FLAGS) --json build/bench-copy.json
+	$(VENV_PY) bench/exchange_bench.py --json build/bench-exchange.json
+	$(VENV_PY) bench/report.py --copy build/bench-copy.json --exchange build/bench-exchange.json
 
 # The C tour, the Python tour and the interop matrix.
 demo: build python-package

@@ -1,18 +1,35 @@
-"""Copy throughput of dlb_tensor_copy next to memcpy and NumPy, measured in the same process.
+"""Copies and casts: dlb_tensor_copy / dlb_tensor_cast next to memcpy, NumPy and PyTorch, in the
+same process and the same run.
 
-Run with `make bench`. Prints GB/s (bytes read + bytes written counted once, as the copied size)
-and the ratio of dlbridge to each peer. Machines here are shared and noisy: read the ratios, not
-the absolute figures. Best of N repetitions.
+Run with `make bench` (or directly; DLBRIDGE_LIBRARY picks the library). For every layout and size
+it times dlbridge and each peer interleaved, best of several rounds, and reports the ratio
+peer time / dlbridge time (above 1: dlbridge is faster). These machines are shared and noisy: read
+the ratios, not the absolute figures.
+
+Every operation here allocates its result, as dlb_tensor_copy does: memcpy's like-for-like peer is
+"allocate with np.empty, then memcpy" ("memcpy, fresh"); "memcpy, touched" copies into a buffer
+that was written before, the ceiling no allocating copy reaches (first-touch page faults).
+
+Sizes are the bytes written, 4 KiB to 256 MiB by default; `--max-mib 1024` adds 1 GiB (needs about
+6 GiB of memory and a few more minutes).
 """
 
+from __future__ import annotations
+
+import argparse
 import ctypes
+import json
+import math
 import os
 import sys
 import time
 
 import numpy as np
+import torch
 
-LIB = os.environ.get("DLBRIDGE_LIBRARY", os.path.join(os.path.dirname(__file__), "..", "target", "release", "libdlbridge.so"))
+LIB = os.environ.get(
+    "DLBRIDGE_LIBRARY", os.path.join(os.path.dirname(__file__), "..", "target", "release", "libdlbridge.so")
+)
 lib = ctypes.CDLL(LIB)
 
 
@@ -38,15 +55,20 @@ class DLTensor(ctypes.Structure):
 
 P = ctypes.c_void_p
 I64P = ctypes.POINTER(ctypes.c_int64)
-lib.dlb_tensor_from_data.argtypes = [P, I64P, I64P, ctypes.c_int32, DLDataType, DLDevice, ctypes.c_bool, P, P, ctypes.POINTER(P)]
+lib.dlb_tensor_from_data.argtypes = [P, I64P, I64P, ctypes.c_int32, DLDataType, DLDevice, ctypes.c_bool, P, P,
+                                     ctypes.POINTER(P)]
 lib.dlb_tensor_view.argtypes = [P, I64P, I64P, ctypes.c_int32, ctypes.c_int64, ctypes.POINTER(P)]
 lib.dlb_tensor_copy.argtypes = [P, ctypes.POINTER(P)]
+lib.dlb_tensor_cast.argtypes = [P, DLDataType, ctypes.POINTER(P)]
 lib.dlb_tensor_free.argtypes = [P]
 lib.dlb_tensor_dltensor.argtypes = [P]
 lib.dlb_tensor_dltensor.restype = ctypes.POINTER(DLTensor)
 lib.dlb_last_error.restype = ctypes.c_char_p
-for f in ("dlb_tensor_from_data", "dlb_tensor_view", "dlb_tensor_copy"):
+for f in ("dlb_tensor_from_data", "dlb_tensor_view", "dlb_tensor_copy", "dlb_tensor_cast"):
     getattr(lib, f).restype = ctypes.c_int
+
+DTYPES = {np.dtype(np.float32): (2, 32), np.dtype(np.float64): (2, 64), np.dtype(np.int32): (0, 32),
+          np.dtype(np.int64): (0, 64)}
 
 
 def check(status):
@@ -59,19 +81,20 @@ def i64s(values):
 
 
 def wrap(a):
-    """A dlbridge tensor sharing the float32 NumPy array `a` (row-major)."""
+    """A dlbridge tensor sharing the NumPy array `a`, with a's layout (any strides)."""
+    code, bits = DTYPES[a.dtype]
+    strides = [s // a.itemsize for s in a.strides]
     out = P()
-    check(lib.dlb_tensor_from_data(a.ctypes.data, i64s(a.shape), None, a.ndim, DLDataType(2, 32, 1), DLDevice(1, 0), False, None, None, ctypes.byref(out)))
+    check(lib.dlb_tensor_from_data(a.ctypes.data, i64s(a.shape), i64s(strides), a.ndim, DLDataType(code, bits, 1),
+                                   DLDevice(1, 0), False, None, None, ctypes.byref(out)))
     return out
 
 
-def best(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def as_numpy(t, dtype, shape):
+    d = lib.dlb_tensor_dltensor(t).contents
+    n = int(np.prod(shape))
+    buf = (ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(d.data)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def dlb_copy(t):
@@ -82,49 +105,178 @@ def dlb_copy(t):
     return run
 
 
-def main():
-    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    n = 8192
-    nbytes = n * n * 4
-    gb = nbytes / 1e9
-    a = np.arange(n * n, dtype=np.float32).reshape(n, n)
-    dst = np.empty_like(a)
-    t = wrap(a)
+def dlb_cast(t, dtype):
+    code, bits = DTYPES[np.dtype(dtype)]
 
+    def run():
+        out = P()
+        check(lib.dlb_tensor_cast(t, DLDataType(code, bits, 1), ctypes.byref(out)))
+        lib.dlb_tensor_free(out)
+    return run
+
+
+def per_call(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def compare(fns, rounds):
+    """Best-of-`rounds` seconds per call for each of `fns` (name -> callable), interleaved so that
+    the machine's drift hits all alike. Small cases repeat inside a round to reach ~5 ms."""
+    numbers = {}
+    for name, fn in fns.items():
+        fn()  # warm up (and first-touch anything lazily made)
+        once = per_call(fn, 1)
+        numbers[name] = max(1, min(10000, int(0.005 / max(once, 1e-9))))
+    best = {name: math.inf for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], per_call(fn, numbers[name]))
+    return best
+
+
+def square(n):
+    side = 1 << (int(math.log2(n)) // 2)
+    return side, n // side
+
+
+def cases(nbytes):
+    """(operation, dlbridge callable, peers, check) for `nbytes` bytes written, float32 copies."""
+    n = nbytes // 4
+    out = []
+
+    # Contiguous.
+    a = np.arange(n, dtype=np.float32)
+    ta = torch.from_numpy(a)
+    touched = np.empty_like(a)
+    touched.fill(1)
+
+    def memcpy_fresh():
+        dst = np.empty_like(a)
+        ctypes.memmove(dst.ctypes.data, a.ctypes.data, a.nbytes)
+
+    out.append(("contiguous copy", a, None, {
+        "memcpy, fresh": memcpy_fresh,
+        "memcpy, touched": lambda: ctypes.memmove(touched.ctypes.data, a.ctypes.data, a.nbytes),
+        "a.copy()": lambda: a.copy(),
+        "torch clone()": lambda: ta.clone(),
+    }))
+
+    # 2-D transpose.
+    r, c = square(n)
+    m = a.reshape(r, c)
+    tm = torch.from_numpy(m)
+    out.append(("2-D transpose", m.T, None, {
+        "np.ascontiguousarray": lambda: np.ascontiguousarray(m.T),
+        "torch .t().contiguous()": lambda: tm.t().contiguous(),
+    }))
+
+    # 3-D permutation (2, 0, 1) of a roughly cubic array.
+    s = 1 << (int(math.log2(n)) // 3)
+    cube = a.reshape(s, s, n // (s * s))
+    tc = torch.from_numpy(cube)
+    out.append(("3-D permutation", cube.transpose(2, 0, 1), None, {
+        "np.ascontiguousarray": lambda: np.ascontiguousarray(cube.transpose(2, 0, 1)),
+        "torch permute().contiguous()": lambda: tc.permute(2, 0, 1).contiguous(),
+    }))
+
+    # Stepped slice: every other row and column of a source four times the output.
+    big = np.arange(4 * n, dtype=np.float32).reshape(2 * r, 2 * c)
+    tb = torch.from_numpy(big)
+    out.append(("stepped slice [::2, ::2]", big[::2, ::2], None, {
+        "np.ascontiguousarray": lambda: np.ascontiguousarray(big[::2, ::2]),
+        "torch slice .contiguous()": lambda: tb[::2, ::2].contiguous(),
+    }))
+
+    # Negative stride: each row reversed. PyTorch has no negative strides: torch.flip is its way.
+    out.append(("negative stride [:, ::-1]", m[:, ::-1], None, {
+        "np.ascontiguousarray": lambda: np.ascontiguousarray(m[:, ::-1]),
+        "torch.flip": lambda: torch.flip(tm, [1]),
+    }))
+
+    # Broadcast: one row repeated (a zero stride).
+    row = np.arange(c, dtype=np.float32)
+    trow = torch.from_numpy(row)
+    out.append(("broadcast (zero stride)", np.broadcast_to(row, (r, c)), None, {
+        "np.ascontiguousarray": lambda: np.ascontiguousarray(np.broadcast_to(row, (r, c))),
+        "torch expand().contiguous()": lambda: trow.expand(r, c).contiguous(),
+    }))
+
+    # Casts (the size is the bytes written).
+    for src, dst, tdst in [(np.float64, np.float32, torch.float32), (np.int32, np.float32, torch.float32),
+                           (np.int64, np.float64, torch.float64)]:
+        k = nbytes // np.dtype(dst).itemsize
+        x = np.arange(k, dtype=src)
+        tx = torch.from_numpy(x)
+        out.append((f"cast {np.dtype(src).name} to {np.dtype(dst).name}", x, dst, {
+            "astype": (lambda x=x, dst=dst: x.astype(dst)),
+            "torch .to(dtype)": (lambda tx=tx, tdst=tdst: tx.to(tdst)),
+        }))
+    return out
+
+
+def run_case(op, src, cast_to, peers, nbytes, rounds):
+    t = wrap(src)
+    try:
+        ours = dlb_cast(t, cast_to) if cast_to is not None else dlb_copy(t)
+        # What is timed must be right: dlbridge's result against NumPy's.
+        res = P()
+        if cast_to is not None:
+            code, bits = DTYPES[np.dtype(cast_to)]
+            check(lib.dlb_tensor_cast(t, DLDataType(code, bits, 1), ctypes.byref(res)))
+            expect = src.astype(cast_to)
+        else:
+            check(lib.dlb_tensor_copy(t, ctypes.byref(res)))
+            expect = np.ascontiguousarray(src)
+        got = as_numpy(res, expect.dtype, expect.shape)
+        assert np.array_equal(got, expect), f"{op}: dlbridge's result differs from NumPy's"
+        del got
+        lib.dlb_tensor_free(res)
+        best = compare({"dlbridge": ours, **peers}, rounds)
+    finally:
+        lib.dlb_tensor_free(t)
+    return {
+        "operation": op,
+        "bytes": nbytes,
+        "dlbridge_s": best["dlbridge"],
+        "peers_s": {k: v for k, v in best.items() if k != "dlbridge"},
+        "ratios": {k: v / best["dlbridge"] for k, v in best.items() if k != "dlbridge"},
+    }
+
+
+def human(nbytes):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes // size} {unit}"
+    return f"{nbytes} B"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--max-mib", type=int, default=256, help="largest size in MiB (1024 adds 1 GiB)")
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args(argv)
+
+    sizes = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30]
+    sizes = [s for s in sizes if s <= args.max_mib << 20]
+    print(f"copies and casts, best of {args.rounds} (numpy {np.__version__}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads); ratio = peer time / dlbridge time")
     rows = []
-    # Contiguous: memcpy (ctypes.memmove), np.copyto, dlb_tensor_copy.
-    memcpy = best(lambda: ctypes.memmove(dst.ctypes.data, a.ctypes.data, nbytes), reps)
-    copyto = best(lambda: np.copyto(dst, a), reps)
-    fresh = best(lambda: a.copy(), reps)
-    dlb = best(dlb_copy(t), reps)
-    # dlb_tensor_copy allocates its result, so a.copy() (allocate + copy) is the like-for-like
-    # peer; memcpy and np.copyto into an already-touched buffer are the ceiling.
-    rows.append(("contiguous 256 MiB float32", dlb,
-                 [("a.copy() (allocates)", fresh), ("memcpy into touched buffer", memcpy), ("np.copyto into touched buffer", copyto)]))
-
-    # Transpose: the view a.T copied to row-major.
-    tv = P()
-    check(lib.dlb_tensor_view(t, i64s([n, n]), i64s([1, n]), 2, 0, ctypes.byref(tv)))
-    np_t = best(lambda: np.ascontiguousarray(a.T), reps)
-    dlb_t = best(dlb_copy(tv), reps)
-    rows.append(("transpose 8192x8192 float32", dlb_t, [("np.ascontiguousarray(a.T)", np_t)]))
-
-    # Correctness of what was timed.
-    out = P()
-    check(lib.dlb_tensor_copy(tv, ctypes.byref(out)))
-    d = lib.dlb_tensor_dltensor(out).contents
-    got = np.ctypeslib.as_array(ctypes.cast(d.data, ctypes.POINTER(ctypes.c_float)), shape=(n, n))
-    assert np.array_equal(got, a.T), "transposed copy is wrong"
-    lib.dlb_tensor_free(out)
-    lib.dlb_tensor_free(tv)
-    lib.dlb_tensor_free(t)
-
-    print(f"dlb_tensor_copy throughput, best of {reps} (numpy {np.__version__})")
-    for name, dlb_s, peers in rows:
-        print(f"  {name}: dlbridge {gb / dlb_s:6.2f} GB/s")
-        for peer, s in peers:
-            print(f"    vs {peer:28s} {gb / s:6.2f} GB/s  ratio dlbridge/peer = {s / dlb_s:5.2f}x")
+    for nbytes in sizes:
+        for op, src, cast_to, peers in cases(nbytes):
+            row = run_case(op, src, cast_to, peers, nbytes, args.rounds if nbytes < 256 << 20 else 3)
+            rows.append(row)
+            gbs = nbytes / row["dlbridge_s"] / 1e9
+            ratios = "  ".join(f"{k} {v:5.2f}x" for k, v in row["ratios"].items())
+            print(f"  {human(nbytes):>8} {op:28s} dlbridge {gbs:6.2f} GB/s   {ratios}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rounds": args.rounds, "rows": rows}, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

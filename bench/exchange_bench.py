@@ -8,10 +8,14 @@ noisy, so read the ratios, not the nanoseconds.
 
 Targets (issue 3): torch.from_dlpack(dlbridge) <= 1.2x torch.from_dlpack(numpy);
 dlbridge.from_dlpack(torch) <= 1.0x np.from_dlpack(torch).
+
+`--json FILE` also writes the rows (ns per call and the ratio ours / peer) for bench/report.py.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import timeit
 
@@ -34,8 +38,12 @@ def compare(ours, peer, rounds: int, number: int) -> tuple[float, float]:
     return best_ours, best_peer
 
 
-def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rounds", type=int, nargs="?", default=7)
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args(argv)
+    rounds = args.rounds
     number = 20000
     a = np.arange(16, dtype=np.float32)
     tt = torch.arange(16, dtype=torch.float32)
@@ -62,9 +70,12 @@ def main() -> int:
     print(f"DLPack exchange cost, 16-element float32, best of {rounds} x {number} calls "
           f"(numpy {np.__version__}, torch {torch.__version__}, dlbridge {dlbridge.__version__})")
     failed = []
+    rows = []
     for what, ours, peer_name, peer, target in cases:
         ns_ours, ns_peer = compare(ours, peer, rounds, number)
         ratio = ns_ours / ns_peer
+        rows.append({"operation": what, "ns": ns_ours, "peer": peer_name, "peer_ns": ns_peer, "ratio": ratio,
+                     "target": target})
         verdict = ""
         if target is not None:
             verdict = f"  target <= {target:.1f}x: {'met' if ratio <= target else 'MISSED'}"
@@ -74,6 +85,9 @@ def main() -> int:
               f"ratio {ratio:4.2f}x{verdict}")
     if failed:
         print("targets missed (noisy machine? run again):", ", ".join(failed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rounds": rounds, "calls_per_round": number, "rows": rows}, f, indent=1)
     return 0
 
 

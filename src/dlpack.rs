@@ -1,15 +1,16 @@
 //! DLPack export and import: the only module that builds or takes apart managed tensors.
 //!
-//! Export: one heap block per export holds the managed struct, its shape and strides and one
-//! reference to the storage; the deleter frees that block (and with it the reference) exactly
-//! once, on any thread. Exports carry `byte_offset == 0` (the offset is folded into `data`, since
+//! Export: one heap block per export, sized to the tensor's rank, holds the managed struct, one
+//! reference to the storage and the shape and strides; the deleter frees that block (and with it
+//! the reference) exactly once, on any thread. Exports carry `byte_offset == 0` (the offset is folded into `data`, since
 //! PyTorch up to 2.9 and TensorFlow ignore it) and non-NULL strides when `ndim > 0`.
 //!
 //! Import: ownership is taken first (dlpark's `Managed`, whose `Drop` runs the producer's
 //! deleter), then every field is validated before anything is trusted; a refusal drops the
 //! `Managed`, so the deleter has run by the time the caller sees the error. Our own exports are
-//! recognised by their deleter and re-imported onto the storage they already reference, so a
-//! round trip adds no allocation.
+//! recognised by their deleter and re-imported onto the storage they already reference: the
+//! import takes the export's storage reference over and frees the block itself, so a round trip
+//! adds no data allocation and touches the reference count only for the export.
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::abi::{
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::layout::{MAX_NDIM, check_ndim};
+use crate::layout::check_ndim;
 use crate::storage::{Owner, Storage};
 use crate::tensor::Tensor;
 
@@ -84,14 +85,45 @@ impl ManagedKind for DLManagedTensor {
     }
 }
 
-/// One export: the managed struct first (so a pointer to it is a pointer to the whole block),
-/// then what it points at and keeps alive.
+/// The head of one export block: the managed struct first (so a pointer to it is a pointer to the
+/// whole block), then what it keeps alive. `2 * ndim` `i64`s follow it in the same allocation:
+/// the shape, then the strides.
 #[repr(C)]
 struct Export<M> {
     managed: M,
-    /// shape in `[..ndim]`, strides in `[MAX_NDIM..MAX_NDIM + ndim]`.
-    dims: [i64; 2 * MAX_NDIM],
     storage: Arc<Storage>,
+    ndim: usize,
+}
+
+impl<M> Export<M> {
+    /// The block for a tensor of `ndim` dimensions, and where its dims start.
+    fn layout(ndim: usize) -> (std::alloc::Layout, usize) {
+        std::alloc::Layout::new::<Export<M>>()
+            .extend(std::alloc::Layout::array::<i64>(2 * ndim).expect("ndim is at most 64"))
+            .expect("a block of a few hundred bytes")
+    }
+
+    /// Moves the block's storage reference out to the caller. The block must then be freed
+    /// with `dealloc`, never with the deleter (which would release the reference again).
+    ///
+    /// # Safety
+    /// `block` came from `export::<M>`, its deleter has not run, and its storage has not been
+    /// taken yet.
+    unsafe fn take_storage(block: *mut Export<M>) -> Arc<Storage> {
+        // SAFETY: per the function contract the field is initialised and read (moved) once.
+        unsafe { std::ptr::read(&raw const (*block).storage) }
+    }
+
+    /// Frees the block's memory; its storage must have been taken.
+    ///
+    /// # Safety
+    /// As for `take_storage`, after it; nothing uses the block (shape and strides included)
+    /// afterwards.
+    unsafe fn dealloc(block: *mut Export<M>) {
+        // SAFETY: per the function contract; `ndim` is plain data, and the memory is freed with
+        // the layout it was allocated with.
+        unsafe { std::alloc::dealloc(block.cast(), Export::<M>::layout((*block).ndim).0) }
+    }
 }
 
 unsafe extern "C" fn delete_versioned(mt: *mut DLManagedTensorVersioned) {
@@ -112,8 +144,12 @@ unsafe fn free_export<M>(mt: *mut M) {
     }
     // A deleter must never unwind into its caller (C, or a Python runtime without the GIL).
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: per the function contract the block came from `Box::into_raw` in `export`.
-        drop(unsafe { Box::from_raw(mt.cast::<Export<M>>()) })
+        let block = mt.cast::<Export<M>>();
+        // SAFETY: per the function contract; dropping the reference may free the storage.
+        unsafe {
+            drop(Export::take_storage(block));
+            Export::dealloc(block);
+        }
     }));
 }
 
@@ -128,7 +164,19 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
         (t, if t.is_read_only() { FLAG_READ_ONLY } else { 0 })
     };
     let ndim = src.shape().len();
-    let mut block = Box::new(Export {
+    let (layout, dims_at) = Export::<M>::layout(ndim);
+    // SAFETY: the layout has a non-zero size (it holds at least the managed struct).
+    let block = unsafe { std::alloc::alloc(layout) };
+    if block.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    let dims = block.wrapping_add(dims_at).cast::<i64>();
+    let (shape, strides) = if ndim == 0 {
+        (std::ptr::null_mut(), std::ptr::null_mut())
+    } else {
+        (dims, dims.wrapping_add(ndim))
+    };
+    let head = Export {
         managed: M::ours(
             DLTensor {
                 // DLPack 1.3 recommends NULL data for zero-element exports.
@@ -136,30 +184,24 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
                 device: src.device().to_dl(),
                 ndim: ndim as i32,
                 dtype: src.dtype().to_dl(),
-                shape: std::ptr::null_mut(),
-                strides: std::ptr::null_mut(),
+                shape,
+                strides,
                 byte_offset: 0,
             },
             flags,
         ),
-        dims: [0; 2 * MAX_NDIM],
         storage: src.storage().clone(),
-    });
-    block.dims[..ndim].copy_from_slice(src.shape());
-    block.dims[MAX_NDIM..MAX_NDIM + ndim].copy_from_slice(src.strides());
-    // The self-references are taken from the raw pointer, after the box is given up, so that
-    // they stay valid for as long as the block lives.
-    let raw = Box::into_raw(block);
-    if ndim > 0 {
-        // SAFETY: `raw` is a live, exclusively owned block.
-        unsafe {
-            let dims = (&raw mut (*raw).dims).cast::<i64>();
-            let dl = (*raw).managed.tensor_mut();
-            dl.shape = dims;
-            dl.strides = dims.wrapping_add(MAX_NDIM);
-        }
+        ndim,
+    };
+    // SAFETY: the block is fresh, aligned for `Export<M>` and `i64`, and has room for the head
+    // and `2 * ndim` dims after it; the pointers in the head point into the same block, which
+    // lives until the deleter (or an import) frees it.
+    unsafe {
+        block.cast::<Export<M>>().write(head);
+        std::ptr::copy_nonoverlapping(src.shape().as_ptr(), dims, ndim);
+        std::ptr::copy_nonoverlapping(src.strides().as_ptr(), dims.wrapping_add(ndim), ndim);
     }
-    Ok(raw.cast::<M>())
+    Ok(block.cast::<M>())
 }
 
 /// Exports `t` as a legacy managed tensor. The legacy struct cannot say "read-only", so a shared
@@ -232,13 +274,21 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     let first = dl.data.cast::<u8>().wrapping_add(offset);
     let read_only = m.read_only();
     if m.is_ours() {
-        // SAFETY: `is_ours` proves the block is an `Export<M>` that is still alive.
-        let storage = unsafe { &*managed.as_ptr().cast::<Export<M>>() }.storage.clone();
-        if storage.device() != device {
-            return Err(Error::invalid("the device of one of our exports was changed"));
-        }
-        // The export's deleter runs when `managed` drops at the end of this scope.
-        return Tensor::on_storage(storage, first, shape, strides, dtype, read_only);
+        // The block is ours to free: the tensor takes over its storage reference (no count
+        // change), its layout is copied out of the block first, then the block goes, exactly as
+        // its deleter would have freed it.
+        let block = managed.into_raw().cast::<Export<M>>();
+        // SAFETY: `is_ours` proves the block is a live `Export<M>` whose storage is still there.
+        let storage = unsafe { Export::take_storage(block) };
+        let tensor = if storage.device() != device {
+            Err(Error::invalid("the device of one of our exports was changed"))
+        } else {
+            // Copies `shape` and `strides` (which point into the block) into the tensor.
+            Tensor::on_storage(storage, first, shape, strides, dtype, read_only)
+        };
+        // SAFETY: the storage was taken above, and nothing reads the block any more.
+        unsafe { Export::dealloc(block) };
+        return tensor;
     }
     let owner = Owner::Imported(managed.into_deleter());
     // SAFETY: the producer keeps the memory valid until its deleter runs; the layout is
@@ -271,6 +321,35 @@ mod tests {
         assert_eq!(back.strides(), &[2]);
         // Re-imported onto the very same storage: no new allocation is counted.
         assert!(Arc::ptr_eq(back.storage(), t.storage()));
+    }
+
+    /// Blocks are sized to the rank: 0-d (no dims), 1-d and 64-d exports carry their shape and
+    /// strides, and both ways of ending an export (the deleter, or an import that takes the
+    /// block over) release exactly the one storage reference it held.
+    #[test]
+    fn export_blocks_fit_every_rank() {
+        let t = Tensor::empty(&[2], DType::F32, Device::CPU, true).unwrap();
+        for ndim in [0usize, 1, 64] {
+            let shape = vec![1i64; ndim];
+            let v = t.view(&shape, None, 1).unwrap();
+            let mt = export::<DLManagedTensor>(&v, false).unwrap();
+            unsafe {
+                assert_eq!((*mt).dl_tensor.ndim as usize, ndim);
+                assert_eq!((*mt).dl_tensor.shape.is_null(), ndim == 0);
+                if ndim > 0 {
+                    assert_eq!(std::slice::from_raw_parts((*mt).dl_tensor.shape, ndim), &shape[..]);
+                    assert_eq!(*(*mt).dl_tensor.strides.add(ndim - 1), 1);
+                }
+            }
+            assert_eq!(Arc::strong_count(t.storage()), 3);
+            let back = unsafe { import(mt) }.unwrap();
+            assert_eq!(back.shape(), &shape[..]);
+            assert_eq!(Arc::strong_count(t.storage()), 3);
+            drop(back);
+            let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+            unsafe { ((*mt).deleter.unwrap())(mt) };
+            assert_eq!(Arc::strong_count(t.storage()), 2);
+        }
     }
 
     #[test]

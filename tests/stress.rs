@@ -31,10 +31,11 @@ static OPERATIONS: AtomicU64 = AtomicU64::new(0);
 static CROSS_THREAD_DELETES: AtomicU64 = AtomicU64::new(0);
 
 fn iterations() -> usize {
-    std::env::var("DLB_STRESS_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(miri) { 12 } else { 20_000 })
+    std::env::var("DLB_STRESS_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(if cfg!(miri) {
+        12
+    } else {
+        20_000
+    })
 }
 
 unsafe extern "C" fn release(ctx: *mut c_void) {

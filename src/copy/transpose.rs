@@ -1,0 +1,469 @@
+//! Transposing copies: `dst[i][j] = src[j][i]` over a plane whose source is contiguous along `i`
+//! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
+//! square register blocks that a SIMD micro-kernel transposes in registers.
+//!
+//! Micro-kernels (x86-64): 8x8 of 1 and 2 bytes with SSE2 (always present), 8x8 of 4 bytes and
+//! 4x4 of 8 bytes with AVX2 when the CPU has it (checked at run time), else 4x4 and 2x2 with
+//! SSE2. Sixteen-byte elements are one vector each and move one by one; other sizes and other
+//! architectures use the portable element loop, still tiled.
+
+use std::mem::MaybeUninit;
+
+use super::{Isa, move_bytes};
+
+/// One plane to transpose. Element `(i, j)` is at `src + i * size + j * src_ld` and goes to
+/// `dst + i * dst_ld + j * size` (`size` is the element size; the leading strides are in bytes
+/// and may be anything, negative and zero included).
+#[derive(Clone, Copy)]
+pub(super) struct Plane {
+    pub src: *const u8,
+    pub src_ld: isize,
+    pub dst: *mut u8,
+    pub dst_ld: isize,
+    /// Extent along `i` (the source's contiguous dimension).
+    pub ni: usize,
+    /// Extent along `j` (the destination's contiguous dimension).
+    pub nj: usize,
+    /// Write the destination with non-temporal stores (for copies much larger than the caches).
+    pub stream: bool,
+}
+
+/// Transposing copies at least this large write their destination with non-temporal stores:
+/// they bypass the caches, so the destination's lines are not first read from memory. Measured
+/// here on float32 squares, best of 7: even at 1024x1024 (4 MiB), 30-70% faster from 2048x2048
+/// (16 MiB) on.
+pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Tile edge, in elements, per element size. Chosen by measurement on the 2-core AMD EPYC
+/// (Zen 3) this project runs on: square transposes (8192x8192 for 1, 2 and 4 bytes, 4096x4096 for
+/// 8 and 16) swept over square and rectangular tiles from 16 to 512 elements a side, best of 7
+/// (the tile loop took its edges from the environment for the sweep). Throughput rose up to
+/// tiles of about 512 bytes by 128 rows and was flat (within the machine's noise) beyond, so each
+/// size takes the smallest tile on that plateau. Tiles this large live in L2, not L1: at
+/// power-of-two row pitches every row of a tile maps to the same L1 sets anyway.
+pub(super) const fn tile_edge(itemsize: usize) -> usize {
+    match itemsize {
+        1 | 2 => 256,
+        4 => 128,
+        _ => 64,
+    }
+}
+
+/// Bytes of tile buffer `transpose` needs for elements of `itemsize` bytes.
+pub(super) const fn buffer_bytes(itemsize: usize) -> usize {
+    let edge = tile_edge(itemsize);
+    edge * edge * itemsize
+}
+
+/// A register-block transpose of `R x R` elements.
+trait Micro {
+    const R: usize;
+    /// # Safety
+    /// The `R x R` block at `(s, sl)` is readable and the one at `(d, dl)` writable (as in
+    /// `Plane`); the CPU has the features the implementation is compiled for.
+    unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize);
+}
+
+/// Transposes `p` with elements of `itemsize` bytes.
+///
+/// `buf` is scratch space of at least `buffer_bytes(itemsize)` bytes.
+///
+/// # Safety
+/// Every element of the plane is readable at its source address and writable at its destination
+/// address, and the two ranges do not overlap.
+pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa, buf: &mut [MaybeUninit<u8>]) {
+    assert!(buf.len() >= buffer_bytes(itemsize), "transpose buffer too small");
+    let tile = (tile_edge(itemsize), buf.as_mut_ptr().cast::<u8>());
+    // SAFETY (every arm): per this function's contract; AVX2 kernels run only when `isa` says
+    // the CPU has AVX2.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        match (itemsize, isa) {
+            (1, _) => return tiles::<1, x86::B8x8x1>(p, tile),
+            (2, _) => return tiles::<2, x86::B8x8x2>(p, tile),
+            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p, tile),
+            (4, _) => return tiles::<4, x86::B4x4x4>(p, tile),
+            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p, tile),
+            (8, _) => return tiles::<8, x86::B2x2x8>(p, tile),
+            _ => {}
+        }
+        let _ = isa;
+        match itemsize {
+            1 => tiles::<1, Scalar<1>>(p, tile),
+            2 => tiles::<2, Scalar<2>>(p, tile),
+            4 => tiles::<4, Scalar<4>>(p, tile),
+            8 => tiles::<8, Scalar<8>>(p, tile),
+            16 => tiles::<16, Scalar<16>>(p, tile),
+            n => tiles_any(p, tile, n),
+        }
+    }
+}
+
+/// The portable micro-kernel: one element.
+struct Scalar<const N: usize>;
+impl<const N: usize> Micro for Scalar<N> {
+    const R: usize = 1;
+    #[inline(always)]
+    unsafe fn run(s: *const u8, _: isize, d: *mut u8, _: isize) {
+        // SAFETY: per the trait contract.
+        unsafe { d.cast::<[u8; N]>().write_unaligned(s.cast::<[u8; N]>().read_unaligned()) }
+    }
+}
+
+/// The tile loop for elements of `N` bytes with micro-kernel `K`.
+///
+/// Each tile is transposed into a small buffer and then written out row by row. Reading the
+/// source tile row by row and writing whole destination rows keeps every cache line in use for
+/// a short time: transposing straight into the destination writes a column of half-lines whose
+/// rows, at a power-of-two pitch, all fall in the same cache set and evict each other before
+/// their other halves are written (measured: about half the throughput at 8192x8192).
+///
+/// # Safety
+/// As for `transpose`, `tile.1` is a buffer of `tile.0 * tile.0 * N` bytes, and the CPU has
+/// `K`'s features.
+#[inline(always)]
+unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8)) {
+    let (ti, tj) = (tile, tile);
+    let pitch = tj * N; // buffer bytes per destination row
+    let size = N as isize;
+    let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
+    let r = K::R;
+    for i0 in (0..p.ni).step_by(ti) {
+        let i1 = (i0 + ti).min(p.ni);
+        for j0 in (0..p.nj).step_by(tj) {
+            let j1 = (j0 + tj).min(p.nj);
+            let in_buf = |i: usize, j: usize| b.wrapping_add((i - i0) * pitch + (j - j0) * N);
+            // Source rows j, in groups of R, into buffer columns.
+            let mut j = j0;
+            while j + r <= j1 {
+                // Ask for the same rows of the next tile down, while this one is transposed.
+                if j + tj + r <= p.nj {
+                    for jj in j + tj..j + tj + r {
+                        for off in (0..(i1 - i0) * N).step_by(64) {
+                            prefetch(src_at(i0, jj).wrapping_add(off));
+                        }
+                    }
+                }
+                let mut i = i0;
+                while i + r <= i1 {
+                    // SAFETY: the R x R block at (i, j) lies in the plane and in the buffer.
+                    unsafe { K::run(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
+                    i += r;
+                }
+                for jj in j..j + r {
+                    // SAFETY: as above, element by element.
+                    (i..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
+                }
+                j += r;
+            }
+            for jj in j..j1 {
+                // SAFETY: as above.
+                (i0..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
+            }
+            // Buffer rows out to the destination.
+            for i in i0..i1 {
+                let d = p.dst.wrapping_offset(i as isize * p.dst_ld + j0 as isize * size);
+                // SAFETY: the destination row segment (i, j0..j1) lies in the plane; the buffer
+                // row was filled above and does not overlap it.
+                unsafe { store_row(in_buf(i, j0), d, (j1 - j0) * N, p.stream) };
+            }
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if p.stream {
+        // SAFETY: a store fence has no memory-safety preconditions.
+        unsafe { std::arch::x86_64::_mm_sfence() };
+    }
+}
+
+/// Writes `len` bytes from the tile buffer to the destination: with non-temporal (cache-bypassing)
+/// stores when `stream` and the destination is 16-byte aligned, else an ordinary copy.
+///
+/// # Safety
+/// `s` readable and `d` writable for `len` bytes; they do not overlap.
+#[inline(always)]
+unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if stream && d.addr().is_multiple_of(16) && len.is_multiple_of(16) {
+        use std::arch::x86_64::*;
+        for k in (0..len).step_by(16) {
+            // SAFETY: per the function contract; the destination is 16-byte aligned.
+            unsafe { _mm_stream_si128(d.add(k).cast(), _mm_loadu_si128(s.add(k).cast())) };
+        }
+        return;
+    }
+    let _ = stream;
+    // SAFETY: per the function contract.
+    unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
+}
+
+/// A hint to fetch the cache line holding `p`. Never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: prefetching is a hint; it has no effect on memory and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
+
+/// # Safety
+/// `s` readable and `d` writable for `N` bytes.
+#[inline(always)]
+unsafe fn move_n<const N: usize>(s: *const u8, d: *mut u8) {
+    // SAFETY: per the function contract; `[u8; N]` has alignment 1.
+    unsafe { d.cast::<[u8; N]>().write_unaligned(s.cast::<[u8; N]>().read_unaligned()) }
+}
+
+/// The tile loop for element sizes without a specialised kernel.
+///
+/// # Safety
+/// As for `transpose`.
+unsafe fn tiles_any(p: Plane, (tile, _): (usize, *mut u8), itemsize: usize) {
+    let size = itemsize as isize;
+    for i0 in (0..p.ni).step_by(tile) {
+        let i1 = (i0 + tile).min(p.ni);
+        for j0 in (0..p.nj).step_by(tile) {
+            for i in i0..i1 {
+                for j in j0..(j0 + tile).min(p.nj) {
+                    let s = p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
+                    let d = p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
+                    // SAFETY: (i, j) lies in the plane.
+                    unsafe { move_bytes(s, d, itemsize) };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Micro, Plane, tiles};
+
+    /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it.
+    ///
+    /// # Safety
+    /// As for `transpose`, and the CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane, tile: (usize, *mut u8)) {
+        // SAFETY: per this function's contract.
+        unsafe { tiles::<N, K>(p, tile) }
+    }
+
+    /// Source row `k` of a block (`k` steps of the source's leading stride).
+    #[inline(always)]
+    fn row(s: *const u8, sl: isize, k: isize) -> *const u8 {
+        s.wrapping_offset(k * sl)
+    }
+    #[inline(always)]
+    fn out(d: *mut u8, dl: isize, k: isize) -> *mut u8 {
+        d.wrapping_offset(k * dl)
+    }
+
+    /// 8x8 one-byte elements: eight 8-byte rows interleaved by 8, 16 and 32 bits.
+    pub(super) struct B8x8x1;
+    impl Micro for B8x8x1 {
+        const R: usize = 8;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
+            unsafe {
+                let ld = |k| _mm_loadl_epi64(row(s, sl, k).cast());
+                let a0 = _mm_unpacklo_epi8(ld(0), ld(1));
+                let a1 = _mm_unpacklo_epi8(ld(2), ld(3));
+                let a2 = _mm_unpacklo_epi8(ld(4), ld(5));
+                let a3 = _mm_unpacklo_epi8(ld(6), ld(7));
+                let b0 = _mm_unpacklo_epi16(a0, a1);
+                let b1 = _mm_unpackhi_epi16(a0, a1);
+                let b2 = _mm_unpacklo_epi16(a2, a3);
+                let b3 = _mm_unpackhi_epi16(a2, a3);
+                // Each result holds two destination rows: the low and the high 8 bytes.
+                for (k, v) in [
+                    _mm_unpacklo_epi32(b0, b2),
+                    _mm_unpackhi_epi32(b0, b2),
+                    _mm_unpacklo_epi32(b1, b3),
+                    _mm_unpackhi_epi32(b1, b3),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let k = 2 * k as isize;
+                    _mm_storel_epi64(out(d, dl, k).cast(), v);
+                    _mm_storel_epi64(out(d, dl, k + 1).cast(), _mm_unpackhi_epi64(v, v));
+                }
+            }
+        }
+    }
+
+    /// 8x8 two-byte elements: eight 16-byte rows interleaved by 16, 32 and 64 bits.
+    pub(super) struct B8x8x2;
+    impl Micro for B8x8x2 {
+        const R: usize = 8;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
+            unsafe {
+                let ld = |k| _mm_loadu_si128(row(s, sl, k).cast());
+                let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
+                let (r4, r5, r6, r7) = (ld(4), ld(5), ld(6), ld(7));
+                let a0 = _mm_unpacklo_epi16(r0, r1);
+                let a1 = _mm_unpackhi_epi16(r0, r1);
+                let a2 = _mm_unpacklo_epi16(r2, r3);
+                let a3 = _mm_unpackhi_epi16(r2, r3);
+                let a4 = _mm_unpacklo_epi16(r4, r5);
+                let a5 = _mm_unpackhi_epi16(r4, r5);
+                let a6 = _mm_unpacklo_epi16(r6, r7);
+                let a7 = _mm_unpackhi_epi16(r6, r7);
+                let b0 = _mm_unpacklo_epi32(a0, a2);
+                let b1 = _mm_unpackhi_epi32(a0, a2);
+                let b2 = _mm_unpacklo_epi32(a1, a3);
+                let b3 = _mm_unpackhi_epi32(a1, a3);
+                let b4 = _mm_unpacklo_epi32(a4, a6);
+                let b5 = _mm_unpackhi_epi32(a4, a6);
+                let b6 = _mm_unpacklo_epi32(a5, a7);
+                let b7 = _mm_unpackhi_epi32(a5, a7);
+                let st = |k, v| _mm_storeu_si128(out(d, dl, k).cast(), v);
+                st(0, _mm_unpacklo_epi64(b0, b4));
+                st(1, _mm_unpackhi_epi64(b0, b4));
+                st(2, _mm_unpacklo_epi64(b1, b5));
+                st(3, _mm_unpackhi_epi64(b1, b5));
+                st(4, _mm_unpacklo_epi64(b2, b6));
+                st(5, _mm_unpackhi_epi64(b2, b6));
+                st(6, _mm_unpacklo_epi64(b3, b7));
+                st(7, _mm_unpackhi_epi64(b3, b7));
+            }
+        }
+    }
+
+    /// 4x4 four-byte elements with SSE2 (the fallback without AVX2).
+    pub(super) struct B4x4x4;
+    impl Micro for B4x4x4 {
+        const R: usize = 4;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
+            unsafe {
+                let ld = |k| _mm_loadu_si128(row(s, sl, k).cast());
+                let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
+                let t0 = _mm_unpacklo_epi32(r0, r1);
+                let t1 = _mm_unpacklo_epi32(r2, r3);
+                let t2 = _mm_unpackhi_epi32(r0, r1);
+                let t3 = _mm_unpackhi_epi32(r2, r3);
+                let st = |k, v| _mm_storeu_si128(out(d, dl, k).cast(), v);
+                st(0, _mm_unpacklo_epi64(t0, t1));
+                st(1, _mm_unpackhi_epi64(t0, t1));
+                st(2, _mm_unpacklo_epi64(t2, t3));
+                st(3, _mm_unpackhi_epi64(t2, t3));
+            }
+        }
+    }
+
+    /// 2x2 eight-byte elements with SSE2 (the fallback without AVX2).
+    pub(super) struct B2x2x8;
+    impl Micro for B2x2x8 {
+        const R: usize = 2;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
+            unsafe {
+                let r0 = _mm_loadu_si128(row(s, sl, 0).cast());
+                let r1 = _mm_loadu_si128(row(s, sl, 1).cast());
+                _mm_storeu_si128(out(d, dl, 0).cast(), _mm_unpacklo_epi64(r0, r1));
+                _mm_storeu_si128(out(d, dl, 1).cast(), _mm_unpackhi_epi64(r0, r1));
+            }
+        }
+    }
+
+    /// 8x8 four-byte elements with AVX2: interleave pairs of rows, then pairs of pairs, then
+    /// swap 128-bit halves.
+    pub(super) struct B8x8x4;
+    impl Micro for B8x8x4 {
+        const R: usize = 8;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX2); unaligned accesses.
+            unsafe { b8x8x4(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn b8x8x4(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B8x8x4::run's contract.
+        unsafe {
+            // Macros, not closures: the intrinsics must inline into this AVX2 function.
+            macro_rules! ld {
+                ($k:expr) => {
+                    _mm256_loadu_ps(row(s, sl, $k).cast())
+                };
+            }
+            let (r0, r1, r2, r3) = (ld!(0), ld!(1), ld!(2), ld!(3));
+            let (r4, r5, r6, r7) = (ld!(4), ld!(5), ld!(6), ld!(7));
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            // Moved as floats but never computed on: any bit pattern (NaN payloads too) is kept.
+            macro_rules! st {
+                ($k:expr, $v:expr) => {
+                    _mm256_storeu_ps(out(d, dl, $k).cast(), $v)
+                };
+            }
+            st!(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+            st!(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+            st!(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+            st!(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+            st!(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+            st!(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+            st!(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+            st!(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        }
+    }
+
+    /// 4x4 eight-byte elements with AVX2.
+    pub(super) struct B4x4x8;
+    impl Micro for B4x4x8 {
+        const R: usize = 4;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX2); unaligned accesses.
+            unsafe { b4x4x8(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn b4x4x8(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B4x4x8::run's contract.
+        unsafe {
+            let r0 = _mm256_loadu_pd(row(s, sl, 0).cast());
+            let r1 = _mm256_loadu_pd(row(s, sl, 1).cast());
+            let r2 = _mm256_loadu_pd(row(s, sl, 2).cast());
+            let r3 = _mm256_loadu_pd(row(s, sl, 3).cast());
+            let t0 = _mm256_unpacklo_pd(r0, r1);
+            let t1 = _mm256_unpackhi_pd(r0, r1);
+            let t2 = _mm256_unpacklo_pd(r2, r3);
+            let t3 = _mm256_unpackhi_pd(r2, r3);
+            _mm256_storeu_pd(out(d, dl, 0).cast(), _mm256_permute2f128_pd::<0x20>(t0, t2));
+            _mm256_storeu_pd(out(d, dl, 1).cast(), _mm256_permute2f128_pd::<0x20>(t1, t3));
+            _mm256_storeu_pd(out(d, dl, 2).cast(), _mm256_permute2f128_pd::<0x31>(t0, t2));
+            _mm256_storeu_pd(out(d, dl, 3).cast(), _mm256_permute2f128_pd::<0x31>(t1, t3));
+        }
+    }
+}
