@@ -14,16 +14,47 @@ pub fn check_ndim(ndim: i32) -> Result<usize> {
     }
 }
 
-/// Row-major strides (in elements) for `shape`. Callers validate the shape first; the product is
-/// computed with wrapping arithmetic only past a zero extent, where it no longer matters.
+/// Row-major strides (in elements) for `shape`. Callers validate the shape first; the product
+/// saturates only past sizes no allocation can have, where it no longer matters.
 pub fn row_major_strides(shape: &[i64]) -> Vec<i64> {
     let mut strides = vec![0i64; shape.len()];
+    fill_row_major(shape, &mut strides);
+    strides
+}
+
+fn fill_row_major(shape: &[i64], strides: &mut [i64]) {
     let mut acc: i64 = 1;
     for (stride, &n) in strides.iter_mut().zip(shape).rev() {
         *stride = acc;
         acc = acc.saturating_mul(n.max(1));
     }
-    strides
+}
+
+/// Shape followed by strides, in one shared, immutable block: creating a layout allocates once,
+/// and aliases and re-exports of a tensor share the block instead of copying it (the C API's
+/// fixed costs are tens of nanoseconds, where each malloc and free counts). The block lives on
+/// the heap, so the DLTensor of a handle can point into it while the handle moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dims(std::sync::Arc<[i64]>);
+
+impl Dims {
+    /// `shape`, and the strides given (or row-major ones).
+    fn new(shape: &[i64], strides: Option<&[i64]>) -> Dims {
+        let n = shape.len();
+        let mut all = [0i64; 2 * MAX_NDIM];
+        let (sh, st) = all[..2 * n].split_at_mut(n);
+        sh.copy_from_slice(shape);
+        match strides {
+            Some(s) => st.copy_from_slice(s),
+            None => fill_row_major(shape, st),
+        }
+        Dims(std::sync::Arc::from(&all[..2 * n]))
+    }
+
+    /// Shape and strides, one after the other.
+    fn all(&self) -> &[i64] {
+        &self.0
+    }
 }
 
 /// A validated strided layout: `shape` and `strides` have the same length, every extent is
@@ -31,8 +62,7 @@ pub fn row_major_strides(shape: &[i64]) -> Vec<i64> {
 /// validated with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    shape: Vec<i64>,
-    strides: Vec<i64>,
+    dims: Dims,
     numel: usize,
 }
 
@@ -53,13 +83,7 @@ impl Layout {
         if let Some((axis, &n)) = shape.iter().enumerate().find(|&(_, &n)| n < 0) {
             return Err(Error::invalid(format!("shape[{axis}] is {n}; extents must be >= 0")));
         }
-        let strides = match strides {
-            Some(s) => {
-                debug_assert_eq!(s.len(), shape.len());
-                s.to_vec()
-            }
-            None => row_major_strides(shape),
-        };
+        debug_assert!(strides.is_none_or(|s| s.len() == shape.len()));
         let mut numel: u128 = 1;
         for &n in shape {
             numel = numel.saturating_mul(n as u128);
@@ -72,16 +96,18 @@ impl Layout {
                 if nbytes == u128::MAX { "over 2^128".to_string() } else { nbytes.to_string() }
             )));
         }
-        let layout = Layout { shape: shape.to_vec(), strides, numel: numel as usize };
+        let layout = Layout { dims: Dims::new(shape, strides), numel: numel as usize };
         layout.span(itemsize)?;
         Ok(layout)
     }
 
     pub fn shape(&self) -> &[i64] {
-        &self.shape
+        let all = self.dims.all();
+        &all[..all.len() / 2]
     }
     pub fn strides(&self) -> &[i64] {
-        &self.strides
+        let all = self.dims.all();
+        &all[all.len() / 2..]
     }
     pub fn numel(&self) -> usize {
         self.numel
@@ -93,7 +119,7 @@ impl Layout {
             return true;
         }
         let mut expected: i64 = 1;
-        for (&n, &s) in self.shape.iter().zip(&self.strides).rev() {
+        for (&n, &s) in self.shape().iter().zip(self.strides()).rev() {
             if n != 1 && s != expected {
                 return false;
             }
@@ -109,7 +135,7 @@ impl Layout {
             return Ok(None);
         }
         let (mut lo, mut hi) = (0i128, 0i128);
-        for (&n, &s) in self.shape.iter().zip(&self.strides) {
+        for (&n, &s) in self.shape().iter().zip(self.strides()) {
             let reach = i128::from(n - 1) * i128::from(s);
             if reach < 0 { lo += reach } else { hi += reach }
         }
@@ -119,7 +145,8 @@ impl Layout {
         if !fits(lo) || !fits(hi) || !fits(hi - lo) {
             return Err(Error::invalid(format!(
                 "shape {:?} with strides {:?} reaches more bytes than any address space holds",
-                self.shape, self.strides
+                self.shape(),
+                self.strides()
             )));
         }
         Ok(Some(Span { lo: lo as isize, hi: hi as isize }))
