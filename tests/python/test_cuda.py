@@ -85,12 +85,14 @@ def sample(shape, dtype):
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA driver is present")
 def test_without_a_driver_cuda_requests_raise_runtime_error():
     assert dlbridge.cuda_device_count() == 0
-    with pytest.raises(RuntimeError, match="no CUDA driver library"):
+    # No driver library (CI), or a driver without a GPU: the message says which.
+    missing = r"no CUDA driver library \(libcuda.so\)|found no GPU|reports no GPU"
+    with pytest.raises(RuntimeError, match=missing):
         dlbridge.empty((2,), device="cuda")
-    with pytest.raises(RuntimeError, match="no CUDA driver library"):
+    with pytest.raises(RuntimeError, match=missing):
         dlbridge.zeros((2,), device="cuda_host")
     t = dlbridge.from_dlpack(np.arange(3.0))
-    with pytest.raises(RuntimeError, match="no CUDA driver library"):
+    with pytest.raises(RuntimeError, match=missing):
         t.to("cuda:0")
 
 
