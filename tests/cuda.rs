@@ -18,6 +18,9 @@ use dlbridge::ffi::dlpack::*;
 use dlbridge::ffi::tensor::*;
 use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
 
+mod common;
+use common::{CPU, dl, dt, expect, free, last_error, ok};
+
 // ---------------------------------------------------------------------------------------------
 // the driver this process sees
 // ---------------------------------------------------------------------------------------------
@@ -141,15 +144,10 @@ impl Drop for Check {
 const fn device(ty: u32, id: i32) -> DLDevice {
     DLDevice { device_type: DLDeviceType(ty), device_id: id }
 }
-const CPU: DLDevice = device(1, 0);
 const fn cuda(id: i32) -> DLDevice {
     device(2, id)
 }
 const PINNED: DLDevice = device(3, 0);
-
-fn dt(code: u8, bits: u8) -> DLDataType {
-    DLDataType { code: DLDataTypeCode(code), bits, lanes: 1 }
-}
 
 /// Every dtype dlbridge copies: (code, bits).
 const DTYPES: [(u8, u8); 15] = [
@@ -169,28 +167,6 @@ const DTYPES: [(u8, u8); 15] = [
     (5, 64),
     (5, 128),
 ];
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(dlb_last_error()) }.to_string_lossy().into_owned()
-}
-
-#[track_caller]
-fn expect(status: dlb_status, want: dlb_status, needle: &str) {
-    assert_eq!(status, want, "last error: {}", last_error());
-    if want != DLB_OK {
-        let msg = last_error();
-        assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
-    }
-}
-
-#[track_caller]
-fn ok(status: dlb_status) {
-    expect(status, DLB_OK, "");
-}
-
-fn dl<'a>(t: *const dlb_tensor) -> &'a DLTensor {
-    unsafe { &*dlb_tensor_dltensor(t) }
-}
 
 fn itemsize(t: *const dlb_tensor) -> usize {
     dl(t).dtype.bits as usize / 8
@@ -251,12 +227,6 @@ fn copy(t: *const dlb_tensor) -> *mut dlb_tensor {
     let mut out = null_mut();
     ok(unsafe { dlb_tensor_copy(t, &mut out) });
     out
-}
-
-fn free(ts: &[*mut dlb_tensor]) {
-    for &t in ts {
-        unsafe { dlb_tensor_free(t) };
-    }
 }
 
 /// The bytes of any tensor, fetched to the CPU.

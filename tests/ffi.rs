@@ -12,6 +12,9 @@ use dlbridge::ffi::dlpack::*;
 use dlbridge::ffi::tensor::*;
 use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
 
+mod common;
+use common::{CPU, dl, dt, expect, free, ok};
+
 /// `dlb_live_allocations` is process-wide: tests that check it run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -34,34 +37,11 @@ impl Drop for LeakCheck {
     }
 }
 
-const CPU: DLDevice = DLDevice { device_type: DLDeviceType(1), device_id: 0 };
-
-fn dt(code: u8, bits: u8) -> DLDataType {
-    DLDataType { code: DLDataTypeCode(code), bits, lanes: 1 }
-}
 fn f32t() -> DLDataType {
     dt(2, 32)
 }
 fn f64t() -> DLDataType {
     dt(2, 64)
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(dlb_last_error()) }.to_string_lossy().into_owned()
-}
-
-/// Asserts a status, and for failures that the message is set and mentions `needle`.
-#[track_caller]
-fn expect(status: dlb_status, want: dlb_status, needle: &str) {
-    assert_eq!(status, want, "last error: {}", last_error());
-    if want != DLB_OK {
-        let msg = last_error();
-        assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
-    }
-}
-
-fn ok(status: dlb_status) {
-    expect(status, DLB_OK, "");
 }
 
 fn zeros(shape: &[i64], dtype: DLDataType) -> *mut dlb_tensor {
@@ -82,10 +62,6 @@ fn arange(shape: &[i64]) -> *mut dlb_tensor {
     t
 }
 
-fn dl<'a>(t: *const dlb_tensor) -> &'a DLTensor {
-    unsafe { &*dlb_tensor_dltensor(t) }
-}
-
 /// Reads every element of a float32 tensor in row-major order through its DLTensor.
 fn read_f32(t: *const dlb_tensor) -> Vec<f32> {
     let d = dl(t);
@@ -102,12 +78,6 @@ fn read_f32(t: *const dlb_tensor) -> Vec<f32> {
         out.push(unsafe { *d.data.cast::<f32>().offset(off as isize) });
     }
     out
-}
-
-fn free(ts: &[*mut dlb_tensor]) {
-    for &t in ts {
-        unsafe { dlb_tensor_free(t) };
-    }
 }
 
 #[test]
