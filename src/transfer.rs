@@ -131,8 +131,23 @@ fn odometer(index: &mut [usize], shape: &[usize]) -> bool {
     false
 }
 
+/// The device address a CUDA tensor's data pointer holds.
+fn device_addr(p: *mut u8) -> u64 {
+    p as usize as u64
+}
+
 fn device_ptr(p: *mut u8) -> Mem {
-    Mem::Device(p as usize as u64)
+    Mem::Device(device_addr(p))
+}
+
+/// Copies a strided layout (`strides` in bytes) from `src` into the row-major `dst` on the host.
+///
+/// # Safety
+/// Every element of the layout from `src` is readable, `dst` holds the row-major result, and the
+/// two do not overlap.
+unsafe fn pack(src: *const u8, strides: &[isize], shape: &[usize], itemsize: usize, dst: *mut u8) {
+    // SAFETY: per the function contract.
+    unsafe { copy_strided(src, strides, dst, &Plan::dense(shape, itemsize), shape, itemsize) }
 }
 
 /// Copies every element of `src` into `dst`: a fresh row-major tensor with the same shape and
@@ -147,16 +162,7 @@ pub fn copy(src: &Tensor, dst: &Tensor) -> Result<()> {
             let plan = Plan::of(src);
             // SAFETY: the source layout was validated against its storage, the destination is
             // a new row-major allocation of the same shape, and the two cannot overlap.
-            unsafe {
-                copy_strided(
-                    src.data_ptr(),
-                    &plan.strides,
-                    dst.data_ptr(),
-                    &Plan::dense(&plan.shape, plan.itemsize),
-                    &plan.shape,
-                    plan.itemsize,
-                )
-            };
+            unsafe { pack(src.data_ptr(), &plan.strides, &plan.shape, plan.itemsize, dst.data_ptr()) };
             Ok(())
         }
         (true, false) => upload(src, dst),
@@ -185,14 +191,8 @@ fn upload(src: &Tensor, dst: &Tensor) -> Result<()> {
         // SAFETY: the piece lies inside the validated source; the buffer holds
         // `staging_bytes()` bytes, at least one piece, and no transfer reads it now.
         unsafe {
-            copy_strided(
-                src.data_ptr().wrapping_offset(src_off),
-                &plan.strides[plan.strides.len() - piece.len()..],
-                buffer,
-                &Plan::dense(piece, plan.itemsize),
-                piece,
-                plan.itemsize,
-            )
+            let strides = &plan.strides[plan.strides.len() - piece.len()..];
+            pack(src.data_ptr().wrapping_offset(src_off), strides, piece, plan.itemsize, buffer)
         };
         let len = piece.iter().product::<usize>() * plan.itemsize;
         // SAFETY: the buffer stays untouched until the event below has fired.
@@ -222,13 +222,12 @@ fn download(src: &Tensor, dst: &Tensor) -> Result<()> {
         // SAFETY: `whole` holds the span, so the layout shifted by -lo stays inside it; the
         // destination is a new row-major allocation of the source's shape.
         unsafe {
-            copy_strided(
+            pack(
                 whole.data_ptr().wrapping_offset(-span.lo),
                 &plan.strides,
-                dst.data_ptr(),
-                &Plan::dense(&plan.shape, plan.itemsize),
                 &plan.shape,
                 plan.itemsize,
+                dst.data_ptr(),
             )
         };
         return Ok(());
@@ -295,9 +294,7 @@ fn between_devices(src: &Tensor, dst: &Tensor) -> Result<()> {
         &compact
     };
     let scope = cuda::driver()?.enter(to)?;
-    let (Mem::Device(d), Mem::Device(s)) = (device_ptr(dst.data_ptr()), device_ptr(source.data_ptr())) else {
-        unreachable!()
-    };
+    let (d, s) = (device_addr(dst.data_ptr()), device_addr(source.data_ptr()));
     // SAFETY: both ranges hold `bytes` device bytes and outlive the synchronisation.
     let result = unsafe { scope.copy_peer(d, s, from, plan.bytes()) };
     finish(&scope, result)
