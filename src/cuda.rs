@@ -59,7 +59,7 @@ macro_rules! entry_points {
                         let symbol = unsafe {
                             lib.get::<unsafe extern "C" fn($($arg),*) -> Status>(concat!($name, "\0").as_bytes())
                         };
-                        *symbol.map_err(|e| Error::device(format!(
+                        *symbol.map_err(|e| Error::device(format_args!(
                             "the CUDA driver library lacks {} ({e}); dlbridge needs a driver from CUDA 12.8 or later",
                             $name
                         )))?
@@ -151,27 +151,30 @@ fn load() -> Result<Driver> {
     if count <= 0 {
         return Err(Error::device("the CUDA driver is installed but reports no GPU"));
     }
-    let contexts = (0..count).map(|_| OnceLock::new()).collect();
+    let mut contexts = Vec::new();
+    contexts
+        .try_reserve_exact(count as usize)
+        .map_err(|_| Error::out_of_memory("allocating the CUDA context table failed"))?;
+    contexts.resize_with(count as usize, OnceLock::new);
     Ok(Driver { api, contexts })
 }
 
 impl Api {
     /// Turns a driver status into a result; `what` names the call for the message.
-    fn check(&self, status: Status, what: &str) -> Result<()> {
+    fn check(&self, status: Status, what: impl std::fmt::Display) -> Result<()> {
         if status == SUCCESS {
             return Ok(());
         }
+        let kind = if status == OUT_OF_MEMORY { ErrorKind::OutOfMemory } else { ErrorKind::Device };
         let mut name: *const c_char = std::ptr::null();
         // SAFETY: `name` is a valid out-pointer; the driver hands back a static string or fails.
         let named = unsafe { (self.get_error_name)(status, &mut name) } == SUCCESS && !name.is_null();
-        let name = if named {
-            // SAFETY: a NUL-terminated static string from the driver.
-            unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
-        } else {
-            format!("CUDA error {status}")
-        };
-        let kind = if status == OUT_OF_MEMORY { ErrorKind::OutOfMemory } else { ErrorKind::Device };
-        Err(Error::new(kind, format!("{what} failed: {name}")))
+        if !named {
+            return Err(Error::new(kind, format_args!("{what} failed: CUDA error {status}")));
+        }
+        // SAFETY: a NUL-terminated static string from the driver.
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        Err(Error::new(kind, format_args!("{what} failed: {name}")))
     }
 }
 
@@ -179,7 +182,9 @@ impl Driver {
     fn context(&self, device: i32) -> Result<Context> {
         let count = self.contexts.len();
         let slot = usize::try_from(device).ok().and_then(|i| self.contexts.get(i)).ok_or_else(|| {
-            Error::device(format!("cuda:{device} does not exist: the CUDA driver reports {count} device(s)"))
+            Error::device(format_args!(
+                "cuda:{device} does not exist: the CUDA driver reports {count} device(s)"
+            ))
         })?;
         slot.get_or_init(|| {
             let mut dev: CUdevice = 0;
@@ -251,11 +256,11 @@ impl Drop for Scope {
 }
 
 impl Scope {
-    fn check(&self, status: Status, what: &str) -> Result<()> {
+    fn check(&self, status: Status, what: impl std::fmt::Display) -> Result<()> {
         self.driver
             .api
             .check(status, what)
-            .map_err(|e| Error::new(e.kind, format!("cuda:{}: {}", self.device, e.message)))
+            .map_err(|e| Error::new(e.kind, format_args!("cuda:{}: {}", self.device, e.message)))
     }
 
     pub fn device(&self) -> i32 {
@@ -268,7 +273,7 @@ impl Scope {
         // SAFETY: valid out-pointer.
         self.check(
             unsafe { (self.driver.api.mem_alloc)(&mut ptr, len) },
-            &format!("cuMemAlloc of {len} bytes"),
+            format_args!("cuMemAlloc of {len} bytes"),
         )?;
         Ok(ptr)
     }
@@ -290,7 +295,7 @@ impl Scope {
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
         let status = unsafe { (self.driver.api.mem_host_alloc)(&mut ptr, len, MEMHOSTALLOC_PORTABLE) };
-        self.check(status, &format!("cuMemHostAlloc of {len} bytes"))?;
+        self.check(status, format_args!("cuMemHostAlloc of {len} bytes"))?;
         Ok(ptr.cast())
     }
 
@@ -338,7 +343,7 @@ impl Scope {
                 (Mem::Host(_), Mem::Host(_)) => unreachable!("host copies do not go through the driver"),
             }
         };
-        self.check(status, &format!("{what} of {len} bytes"))
+        self.check(status, format_args!("{what} of {len} bytes"))
     }
 
     /// Queues a 2-D copy: `height` rows of `width` bytes, rows `dst_pitch` and `src_pitch` bytes
@@ -383,7 +388,7 @@ impl Scope {
         };
         // SAFETY: per the caller's contract; `p` outlives the call (the driver copies it).
         let status = unsafe { (self.driver.api.memcpy_2d)(&p, per_thread_stream()) };
-        self.check(status, &format!("cuMemcpy2DAsync of {height} rows of {width} bytes"))
+        self.check(status, format_args!("cuMemcpy2DAsync of {height} rows of {width} bytes"))
     }
 
     /// Queues a copy of `len` bytes from device memory on `src_device` to this scope's device.
@@ -402,7 +407,7 @@ impl Scope {
         let status = unsafe {
             (self.driver.api.memcpy_peer)(dst, self.ctx.0, src, src_ctx.0, len, per_thread_stream())
         };
-        self.check(status, &format!("cuMemcpyPeerAsync of {len} bytes from cuda:{src_device}"))
+        self.check(status, format_args!("cuMemcpyPeerAsync of {len} bytes from cuda:{src_device}"))
     }
 
     /// Waits until everything this thread queued on the device is done.
@@ -510,7 +515,8 @@ impl Staging {
         let idle = self.events.iter().flatten().all(|&e| scope.wait(e).is_ok());
         if idle {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.iter().filter(|s| s.device == self.device).count() < POOL_LIMIT {
+            let room = pool.iter().filter(|s| s.device == self.device).count() < POOL_LIMIT;
+            if room && pool.try_reserve(1).is_ok() {
                 pool.push(self);
                 return;
             }

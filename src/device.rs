@@ -44,19 +44,19 @@ impl Device {
             code::CUDA => DeviceKind::Cuda,
             code::CUDA_HOST => DeviceKind::CudaHost,
             4 | 7..=code::LAST_KNOWN => {
-                return Err(Error::unsupported(format!(
+                return Err(Error::unsupported(format_args!(
                     "device type {ty} ({}) is not handled by dlbridge (it handles kDLCPU, kDLCUDA and kDLCUDAHost)",
                     type_name(ty)
                 )));
             }
             _ => {
-                return Err(Error::invalid(format!(
+                return Err(Error::invalid(format_args!(
                     "device type {ty} is not a DLPack 1.3 device type (known types are 1..=4 and 7..=18)"
                 )));
             }
         };
         if d.device_id < 0 {
-            return Err(Error::invalid(format!("device id {} is negative", d.device_id)));
+            return Err(Error::invalid(format_args!("device id {} is negative", d.device_id)));
         }
         Ok(Device { kind, id: d.device_id })
     }
@@ -81,10 +81,10 @@ impl Device {
         match self.kind {
             DeviceKind::Cpu => Ok(()),
             DeviceKind::Cuda | DeviceKind::CudaHost => {
-                crate::cuda::driver().map_err(|e| Error::device(format!("{self}: {}", e.message)))?;
+                crate::cuda::driver().map_err(|e| Error::device(format_args!("{self}: {}", e.message)))?;
                 let count = crate::cuda::device_count();
                 if self.id >= count {
-                    return Err(Error::device(format!(
+                    return Err(Error::device(format_args!(
                         "{self} does not exist: the CUDA driver reports {count} device(s)"
                     )));
                 }

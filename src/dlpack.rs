@@ -12,14 +12,13 @@
 //! import takes the export's storage reference over and frees the block itself, so a round trip
 //! adds no data allocation and touches the reference count only for the export.
 
-use std::sync::Arc;
-
 use dlpark::{Managed, ManagedTensorBase};
 
 use crate::abi::{
     DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR, DLPACK_MINOR, DLPackVersion, DLTensor,
     DlpackFlags, FLAG_IS_COPIED, FLAG_READ_ONLY,
 };
+use crate::alloc::Shared;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -91,7 +90,7 @@ impl ManagedKind for DLManagedTensor {
 #[repr(C)]
 struct Export<M> {
     managed: M,
-    storage: Arc<Storage>,
+    storage: Shared<Storage>,
     ndim: usize,
 }
 
@@ -109,7 +108,7 @@ impl<M> Export<M> {
     /// # Safety
     /// `block` came from `export::<M>`, its deleter has not run, and its storage has not been
     /// taken yet.
-    unsafe fn take_storage(block: *mut Export<M>) -> Arc<Storage> {
+    unsafe fn take_storage(block: *mut Export<M>) -> Shared<Storage> {
         // SAFETY: per the function contract the field is initialised and read (moved) once.
         unsafe { std::ptr::read(&raw const (*block).storage) }
     }
@@ -168,7 +167,7 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
     // SAFETY: the layout has a non-zero size (it holds at least the managed struct).
     let block = unsafe { std::alloc::alloc(layout) };
     if block.is_null() {
-        std::alloc::handle_alloc_error(layout);
+        return Err(Error::out_of_memory("allocating the DLPack managed tensor failed"));
     }
     let dims = block.wrapping_add(dims_at).cast::<i64>();
     let (shape, strides) = if ndim == 0 {
@@ -236,12 +235,12 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     // SAFETY: per the function contract. On a version mismatch dlpark runs the deleter.
     let managed = unsafe { Managed::from_raw(mt) }.map_err(|e| match e {
         dlpark::dlpack::FromRawError::Null => Error::invalid("the managed tensor pointer is NULL"),
-        dlpark::dlpack::FromRawError::Version { source } => Error::version(format!(
+        dlpark::dlpack::FromRawError::Version { source } => Error::version(format_args!(
             "the managed tensor has DLPack major version {}; dlbridge understands version {DLPACK_MAJOR}.x \
              (its deleter has been called)",
             source.actual
         )),
-        other => Error::invalid(other.to_string()),
+        other => Error::invalid(format_args!("{other}")),
     })?;
     // SAFETY: `managed` owns a non-NULL struct of the right major version.
     let m: &M = unsafe { &*managed.as_ptr() };
@@ -250,7 +249,7 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     let dtype = DType::from_dl(dl.dtype)?;
     let device = Device::from_dl(dl.device)?;
     if ndim > 0 && dl.shape.is_null() {
-        return Err(Error::invalid(format!("shape is NULL but ndim is {ndim}")));
+        return Err(Error::invalid(format_args!("shape is NULL but ndim is {ndim}")));
     }
     let requires_strides = m.requires_strides();
     if ndim > 0 && dl.strides.is_null() && requires_strides {
@@ -269,7 +268,10 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     let offset =
         usize::try_from(dl.byte_offset).ok().filter(|&o| (dl.data as usize).checked_add(o).is_some());
     let Some(offset) = offset else {
-        return Err(Error::invalid(format!("byte_offset {} overflows the data pointer", dl.byte_offset)));
+        return Err(Error::invalid(format_args!(
+            "byte_offset {} overflows the data pointer",
+            dl.byte_offset
+        )));
     };
     let first = dl.data.cast::<u8>().wrapping_add(offset);
     let read_only = m.read_only();
@@ -320,7 +322,7 @@ mod tests {
         assert!(back.shares_memory(&t));
         assert_eq!(back.strides(), &[2]);
         // Re-imported onto the very same storage: no new allocation is counted.
-        assert!(Arc::ptr_eq(back.storage(), t.storage()));
+        assert!(Shared::ptr_eq(back.storage(), t.storage()));
     }
 
     /// Blocks are sized to the rank: 0-d (no dims), 1-d and 64-d exports carry their shape and
@@ -341,14 +343,14 @@ mod tests {
                     assert_eq!(*(*mt).dl_tensor.strides.add(ndim - 1), 1);
                 }
             }
-            assert_eq!(Arc::strong_count(t.storage()), 3);
+            assert_eq!(Shared::count(t.storage()), 3);
             let back = unsafe { import(mt) }.unwrap();
             assert_eq!(back.shape(), &shape[..]);
-            assert_eq!(Arc::strong_count(t.storage()), 3);
+            assert_eq!(Shared::count(t.storage()), 3);
             drop(back);
             let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
             unsafe { ((*mt).deleter.unwrap())(mt) };
-            assert_eq!(Arc::strong_count(t.storage()), 2);
+            assert_eq!(Shared::count(t.storage()), 2);
         }
     }
 

@@ -60,7 +60,7 @@ impl DType {
                 ));
             }
             _ => {
-                return Err(Error::invalid(format!(
+                return Err(Error::invalid(format_args!(
                     "dtype code {code} is not a DLPack 1.3 type code (known codes are 0..=17)"
                 )));
             }
@@ -70,20 +70,20 @@ impl DType {
         let open_width =
             matches!(code, code::INT | code::UINT | code::FLOAT | code::BFLOAT | code::COMPLEX | code::BOOL);
         if !allowed.contains(&bits) && open_width && bits % 8 == 0 {
-            return Err(Error::unsupported(format!(
+            return Err(Error::unsupported(format_args!(
                 "dtype code {code} ({}) with {bits} bits is not a type dlbridge handles (it handles {allowed:?})",
                 code_name(code)
             )));
         }
         if !allowed.contains(&bits) {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "dtype code {code} ({}) cannot have {bits} bits (allowed: {allowed:?})",
                 code_name(code)
             )));
         }
         let total_bits = u32::from(bits) * u32::from(lanes);
         if total_bits % 8 != 0 {
-            return Err(Error::unsupported(format!(
+            return Err(Error::unsupported(format_args!(
                 "dtype {} with {lanes} lane(s) is {total_bits} bits per element, not a whole number \
                  of bytes; packed sub-byte types are not supported",
                 code_name(code)
@@ -124,15 +124,6 @@ impl DType {
             (code::COMPLEX, 128) => Scalar::C128,
             _ => return None,
         })
-    }
-
-    /// A short human name ("float32", "float8 (code 10)", "int32x4").
-    pub fn name(self) -> String {
-        let base = match self.scalar_ignoring_lanes() {
-            Some(s) => s.name().to_string(),
-            None => format!("{} (code {}, {} bits)", code_name(self.code), self.code, self.bits),
-        };
-        if self.lanes == 1 { base } else { format!("{base}x{}", self.lanes) }
     }
 
     fn scalar_ignoring_lanes(self) -> Option<Scalar> {
@@ -241,6 +232,20 @@ impl Scalar {
     }
 }
 
+/// A short human name ("float32", "float8 (code 10)", "int32x4").
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scalar_ignoring_lanes() {
+            Some(s) => f.write_str(s.name())?,
+            None => write!(f, "{} (code {}, {} bits)", code_name(self.code), self.code, self.bits)?,
+        }
+        if self.lanes != 1 {
+            write!(f, "x{}", self.lanes)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +260,7 @@ mod tests {
         for s in Scalar::ALL {
             let d = DType::from_dl(s.dtype().to_dl()).unwrap();
             assert_eq!(d.scalar(), Some(s));
-            assert_eq!(d.name(), s.name());
+            assert_eq!(d.to_string(), s.name());
         }
         assert_eq!(Scalar::C128.dtype().itemsize(), 16);
         assert_eq!(Scalar::Bool.dtype().itemsize(), 1);
@@ -283,7 +288,7 @@ mod tests {
         let v = DType::from_dl(dl(2, 32, 4)).unwrap();
         assert_eq!(v.itemsize(), 16);
         assert_eq!(v.scalar(), None);
-        assert_eq!(v.name(), "float32x4");
+        assert_eq!(v.to_string(), "float32x4");
         let f8 = DType::from_dl(dl(10, 8, 1)).unwrap();
         assert_eq!(f8.itemsize(), 1);
         assert_eq!(f8.scalar(), None);

@@ -1,6 +1,8 @@
 //! The core's error type. Every failure carries a message written for the C programmer who will
 //! read it through `dlb_last_error()`, and a kind that the boundary maps onto a `dlb_status`.
 
+use std::borrow::Cow;
+
 /// What went wrong, by class. The C boundary maps each kind onto one `dlb_status` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -23,30 +25,59 @@ pub enum ErrorKind {
 #[error("{message}")]
 pub struct Error {
     pub kind: ErrorKind,
-    pub message: String,
+    pub message: Cow<'static, str>,
+}
+
+/// What an error message can be made of: fixed text (no allocation) or `format_args!(...)`,
+/// formatted without aborting when memory runs out (see [`crate::alloc::message`]).
+pub trait IntoMessage {
+    fn into_message(self) -> Cow<'static, str>;
+}
+
+impl IntoMessage for &'static str {
+    fn into_message(self) -> Cow<'static, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl IntoMessage for std::fmt::Arguments<'_> {
+    fn into_message(self) -> Cow<'static, str> {
+        crate::alloc::message(self)
+    }
+}
+
+impl IntoMessage for Cow<'static, str> {
+    fn into_message(self) -> Cow<'static, str> {
+        self
+    }
 }
 
 impl Error {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+    pub fn new(kind: ErrorKind, message: impl IntoMessage) -> Self {
+        Error { kind, message: message.into_message() }
     }
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub fn invalid(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)
     }
-    pub fn unsupported(message: impl Into<String>) -> Self {
+    pub fn unsupported(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::Unsupported, message)
     }
-    pub fn out_of_memory(message: impl Into<String>) -> Self {
+    pub fn out_of_memory(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::OutOfMemory, message)
     }
-    pub fn device(message: impl Into<String>) -> Self {
+    pub fn device(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::Device, message)
     }
-    pub fn read_only(message: impl Into<String>) -> Self {
+    pub fn read_only(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::ReadOnly, message)
     }
-    pub fn version(message: impl Into<String>) -> Self {
+    pub fn version(message: impl IntoMessage) -> Self {
         Self::new(ErrorKind::Version, message)
+    }
+
+    /// The same error with `context` put in front of its message ("context: message").
+    pub fn context(self, context: std::fmt::Arguments<'_>) -> Self {
+        Error::new(self.kind, format_args!("{context}: {}", self.message))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Shapes and strides (in elements): validation with checked arithmetic, contiguity, and the byte
 //! range a strided layout reaches. Nothing here touches memory.
 
+use crate::alloc::Shared;
 use crate::error::{Error, Result};
 
 /// The most dimensions dlbridge accepts anywhere (checked before any shape is read).
@@ -10,18 +11,12 @@ pub const MAX_NDIM: usize = 64;
 pub fn check_ndim(ndim: i32) -> Result<usize> {
     match usize::try_from(ndim) {
         Ok(n) if n <= MAX_NDIM => Ok(n),
-        _ => Err(Error::invalid(format!("ndim is {ndim}; it must lie in 0..=64"))),
+        _ => Err(Error::invalid(format_args!("ndim is {ndim}; it must lie in 0..=64"))),
     }
 }
 
 /// Row-major strides (in elements) for `shape`. Callers validate the shape first; the product
 /// saturates only past sizes no allocation can have, where it no longer matters.
-pub fn row_major_strides(shape: &[i64]) -> Vec<i64> {
-    let mut strides = vec![0i64; shape.len()];
-    fill_row_major(shape, &mut strides);
-    strides
-}
-
 fn fill_row_major(shape: &[i64], strides: &mut [i64]) {
     let mut acc: i64 = 1;
     for (stride, &n) in strides.iter_mut().zip(shape).rev() {
@@ -30,30 +25,65 @@ fn fill_row_major(shape: &[i64], strides: &mut [i64]) {
     }
 }
 
-/// Shape followed by strides, in one shared, immutable block: creating a layout allocates once,
-/// and aliases and re-exports of a tensor share the block instead of copying it (the C API's
-/// fixed costs are tens of nanoseconds, where each malloc and free counts). The block lives on
-/// the heap, so the DLTensor of a handle can point into it while the handle moves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dims(std::sync::Arc<[i64]>);
+/// Ranks up to this keep their shape and strides inside the layout itself.
+const INLINE_NDIM: usize = 4;
+
+/// Shape followed by strides. Ranks up to `INLINE_NDIM` (nearly every tensor) keep them in
+/// place: creating or aliasing such a layout allocates nothing, and the C API's fixed costs are
+/// tens of nanoseconds, where each malloc counts. Larger ranks keep them in one shared block,
+/// which aliases share instead of copying. A handle's DLTensor points into the dims, which is
+/// safe because a handle never moves its tensor (see `ffi::handle`).
+#[derive(Clone)]
+enum Dims {
+    Inline { ndim: u8, all: [i64; 2 * INLINE_NDIM] },
+    Shared(Shared<Vec<i64>>),
+}
 
 impl Dims {
     /// `shape`, and the strides given (or row-major ones).
-    fn new(shape: &[i64], strides: Option<&[i64]>) -> Dims {
+    fn new(shape: &[i64], strides: Option<&[i64]>) -> Result<Dims> {
         let n = shape.len();
-        let mut all = [0i64; 2 * MAX_NDIM];
-        let (sh, st) = all[..2 * n].split_at_mut(n);
-        sh.copy_from_slice(shape);
-        match strides {
-            Some(s) => st.copy_from_slice(s),
-            None => fill_row_major(shape, st),
+        let fill = |all: &mut [i64]| {
+            let (sh, st) = all.split_at_mut(n);
+            sh.copy_from_slice(shape);
+            match strides {
+                Some(s) => st.copy_from_slice(s),
+                None => fill_row_major(shape, st),
+            }
+        };
+        if n <= INLINE_NDIM {
+            let mut all = [0i64; 2 * INLINE_NDIM];
+            fill(&mut all[..2 * n]);
+            return Ok(Dims::Inline { ndim: n as u8, all });
         }
-        Dims(std::sync::Arc::from(&all[..2 * n]))
+        let oom = || Error::out_of_memory("allocating the shape and strides of a tensor failed");
+        let mut all = Vec::new();
+        all.try_reserve_exact(2 * n).map_err(|_| oom())?;
+        all.resize(2 * n, 0);
+        fill(&mut all);
+        Shared::try_new(all).map(Dims::Shared).map_err(|_| oom())
     }
 
     /// Shape and strides, one after the other.
     fn all(&self) -> &[i64] {
-        &self.0
+        match self {
+            Dims::Inline { ndim, all } => &all[..2 * *ndim as usize],
+            Dims::Shared(all) => all,
+        }
+    }
+}
+
+impl PartialEq for Dims {
+    fn eq(&self, other: &Self) -> bool {
+        self.all() == other.all()
+    }
+}
+
+impl Eq for Dims {}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.all().fmt(f)
     }
 }
 
@@ -78,10 +108,10 @@ impl Layout {
     /// Validates `shape` and `strides` (None = row-major) for elements of `itemsize` bytes.
     pub fn new(shape: &[i64], strides: Option<&[i64]>, itemsize: usize) -> Result<Layout> {
         if shape.len() > MAX_NDIM {
-            return Err(Error::invalid(format!("ndim is {}; it must lie in 0..=64", shape.len())));
+            return Err(Error::invalid(format_args!("ndim is {}; it must lie in 0..=64", shape.len())));
         }
         if let Some((axis, &n)) = shape.iter().enumerate().find(|&(_, &n)| n < 0) {
-            return Err(Error::invalid(format!("shape[{axis}] is {n}; extents must be >= 0")));
+            return Err(Error::invalid(format_args!("shape[{axis}] is {n}; extents must be >= 0")));
         }
         debug_assert!(strides.is_none_or(|s| s.len() == shape.len()));
         let mut numel: u128 = 1;
@@ -89,14 +119,19 @@ impl Layout {
             numel = numel.saturating_mul(n as u128);
         }
         let nbytes = numel.saturating_mul(itemsize as u128);
-        if nbytes > isize::MAX as u128 {
-            return Err(Error::invalid(format!(
-                "shape {shape:?} with {itemsize}-byte elements needs {} bytes, more than any \
-                 address space holds",
-                if nbytes == u128::MAX { "over 2^128".to_string() } else { nbytes.to_string() }
+        if nbytes == u128::MAX {
+            return Err(Error::invalid(format_args!(
+                "shape {shape:?} with {itemsize}-byte elements needs over 2^128 bytes, more than \
+                 any address space holds"
             )));
         }
-        let layout = Layout { dims: Dims::new(shape, strides), numel: numel as usize };
+        if nbytes > isize::MAX as u128 {
+            return Err(Error::invalid(format_args!(
+                "shape {shape:?} with {itemsize}-byte elements needs {nbytes} bytes, more than any \
+                 address space holds"
+            )));
+        }
+        let layout = Layout { dims: Dims::new(shape, strides)?, numel: numel as usize };
         layout.span(itemsize)?;
         Ok(layout)
     }
@@ -143,7 +178,7 @@ impl Layout {
         let (lo, hi) = (lo * size, (hi + 1) * size);
         let fits = |v: i128| v >= isize::MIN as i128 && v <= isize::MAX as i128;
         if !fits(lo) || !fits(hi) || !fits(hi - lo) {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "shape {:?} with strides {:?} reaches more bytes than any address space holds",
                 self.shape(),
                 self.strides()

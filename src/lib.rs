@@ -14,6 +14,7 @@
 //! callback, or the producer's DLPack deleter) goes exactly once, with the last reference.
 
 pub mod abi;
+pub mod alloc;
 pub mod cast;
 pub mod copy;
 pub mod cuda;

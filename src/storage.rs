@@ -1,11 +1,11 @@
-//! Storage: the memory behind tensors, shared through `Arc`. An alias, a view and an exported
+//! Storage: the memory behind tensors, shared through [`Shared`] (a fallible `Arc`). An alias, a view and an exported
 //! DLPack tensor each hold one reference; the memory (or the foreign release, or the producer's
 //! deleter) goes exactly once, when the last reference goes, on whichever thread that is.
 
 use std::ffi::c_void;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::alloc::Shared;
 use crate::cuda;
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
@@ -84,16 +84,39 @@ unsafe impl Send for Storage {}
 unsafe impl Sync for Storage {}
 
 impl Storage {
-    fn new(base: *mut u8, len: usize, device: Device, owner: Owner) -> Arc<Storage> {
+    /// Shares a storage. When that allocation fails the storage is dropped, which releases its
+    /// memory: right for dlbridge's own allocations (see `borrowed` for lent memory).
+    fn new(base: *mut u8, len: usize, device: Device, owner: Owner) -> Result<Shared<Storage>> {
+        Storage::share(Storage::counted(base, len, device, owner)).map_err(|(e, storage)| {
+            drop(storage);
+            e
+        })
+    }
+
+    fn counted(base: *mut u8, len: usize, device: Device, owner: Owner) -> Storage {
         LIVE.fetch_add(1, Ordering::SeqCst);
-        Arc::new(Storage { base, len, device, owner })
+        Storage { base, len, device, owner }
+    }
+
+    fn share(storage: Storage) -> std::result::Result<Shared<Storage>, (Error, Storage)> {
+        Shared::try_new(storage).map_err(|storage| {
+            (Error::out_of_memory("allocating the shared record of a tensor's memory failed"), storage)
+        })
+    }
+
+    /// The owner back, without releasing anything (the storage was never shared).
+    fn into_owner(self) -> Owner {
+        let this = std::mem::ManuallyDrop::new(self);
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+        // SAFETY: `this` is never dropped, so the owner is moved out exactly once.
+        unsafe { std::ptr::read(&this.owner) }
     }
 
     /// Allocates `len` bytes on `device`, zeroed if asked, aligned to 256 bytes.
-    pub fn allocate(device: Device, len: usize, zeroed: bool) -> Result<Arc<Storage>> {
+    pub fn allocate(device: Device, len: usize, zeroed: bool) -> Result<Shared<Storage>> {
         device.ensure_runtime()?;
         if len == 0 {
-            return Ok(Storage::new(std::ptr::null_mut(), 0, device, Owner::Host(None)));
+            return Storage::new(std::ptr::null_mut(), 0, device, Owner::Host(None));
         }
         match device.kind {
             DeviceKind::Cpu => Storage::allocate_host(device, len, zeroed),
@@ -106,7 +129,7 @@ impl Storage {
                     len,
                     device,
                     Owner::CudaDevice,
-                );
+                )?;
                 if zeroed {
                     // SAFETY: the whole new allocation.
                     unsafe { scope.zero(ptr, len) }?;
@@ -120,25 +143,25 @@ impl Storage {
                     // SAFETY: `len` bytes of new host memory.
                     unsafe { base.write_bytes(0, len) };
                 }
-                Ok(Storage::new(base, len, device, Owner::CudaPinned))
+                Storage::new(base, len, device, Owner::CudaPinned)
             }
         }
     }
 
-    fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Arc<Storage>> {
+    fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Shared<Storage>> {
         // Large buffers start on a page: glibc's memcpy into a buffer 256 bytes past a page
         // boundary ran at less than half the speed of one starting on it (measured here).
         let align = if len >= HUGE_PAGE_THRESHOLD { PAGE } else { ALIGNMENT };
         let layout = std::alloc::Layout::from_size_align(len, align)
-            .map_err(|_| Error::invalid(format!("{len} bytes is more than any allocation can hold")))?;
+            .map_err(|_| Error::invalid(format_args!("{len} bytes is more than any allocation can hold")))?;
         // SAFETY: the layout has a non-zero size.
         let base =
             unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
         if base.is_null() {
-            return Err(Error::out_of_memory(format!("allocating {len} bytes on {device} failed")));
+            return Err(Error::out_of_memory(format_args!("allocating {len} bytes on {device} failed")));
         }
         advise_huge_pages(base, len);
-        Ok(Storage::new(base, len, device, Owner::Host(Some(layout))))
+        Storage::new(base, len, device, Owner::Host(Some(layout)))
     }
 
     /// Takes over memory someone else owns.
@@ -146,8 +169,16 @@ impl Storage {
     /// # Safety
     /// `[base, base + len)` must stay valid until the owner releases it (for `Foreign`: until
     /// `release(ctx)` runs; for `Imported`: until the deleter runs).
-    pub unsafe fn borrowed(base: *mut u8, len: usize, device: Device, owner: Owner) -> Arc<Storage> {
-        Storage::new(base, len, device, owner)
+    /// When the storage's own record cannot be allocated, the owner comes back untouched with
+    /// the error: whether lent memory is released on failure is the caller's decision.
+    pub unsafe fn borrowed(
+        base: *mut u8,
+        len: usize,
+        device: Device,
+        owner: Owner,
+    ) -> std::result::Result<Shared<Storage>, (Error, Owner)> {
+        Storage::share(Storage::counted(base, len, device, owner))
+            .map_err(|(e, storage)| (e, storage.into_owner()))
     }
 
     pub fn base(&self) -> *mut u8 {

@@ -1,8 +1,7 @@
 //! Tensor: a storage, a strided layout over it, a dtype and a read-only bit. Aliases and views
 //! share the storage; copies, casts and device moves make a new one.
 
-use std::sync::Arc;
-
+use crate::alloc::{PerAxis, Shared};
 use crate::copy::for_each_row;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -13,7 +12,7 @@ use crate::storage::{Owner, Storage};
 /// A tensor. Cloning it is an alias: same memory, one more reference to the storage.
 #[derive(Clone)]
 pub struct Tensor {
-    storage: Arc<Storage>,
+    storage: Shared<Storage>,
     /// The first element (NULL allowed only when the tensor has no elements).
     data: *mut u8,
     layout: Layout,
@@ -26,8 +25,8 @@ impl std::fmt::Debug for Tensor {
         f.debug_struct("Tensor")
             .field("shape", &self.shape())
             .field("strides", &self.strides())
-            .field("dtype", &self.dtype.name())
-            .field("device", &self.device().to_string())
+            .field("dtype", &format_args!("{}", self.dtype))
+            .field("device", &format_args!("{}", self.device()))
             .field("read_only", &self.read_only)
             .finish()
     }
@@ -72,14 +71,14 @@ impl Tensor {
             Err(e) => return Err((e, owner)),
         };
         // SAFETY: the caller vouches for the memory; `base`/`len` are exactly what the layout reaches.
-        let storage = unsafe { Storage::borrowed(base, len, device, owner) };
+        let storage = unsafe { Storage::borrowed(base, len, device, owner) }?;
         Ok(Tensor { storage, data, layout, dtype, read_only })
     }
 
     /// Puts a layout on an existing storage (the re-import of one of our own exports). The
     /// layout must lie inside the storage.
     pub fn on_storage(
-        storage: Arc<Storage>,
+        storage: Shared<Storage>,
         data: *mut u8,
         shape: &[i64],
         strides: Option<&[i64]>,
@@ -119,7 +118,7 @@ impl Tensor {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
-    pub fn storage(&self) -> &Arc<Storage> {
+    pub fn storage(&self) -> &Shared<Storage> {
         &self.storage
     }
     /// The first element, for reading.
@@ -146,7 +145,7 @@ impl Tensor {
         let first = offset_in(&self.storage, self.data).expect("a tensor's data lies in its storage");
         let shift = i128::from(offset) * self.dtype.itemsize() as i128;
         let new_first = check_inside(&self.storage, first, &layout, self.dtype, shift).map_err(|e| {
-            Error::invalid(format!(
+            Error::invalid(format_args!(
                 "{} (view offset {offset}, shape {shape:?}, strides {:?})",
                 e.message,
                 layout.strides()
@@ -186,14 +185,15 @@ impl Tensor {
         }
         let castable = "casts convert between bool, int8..int64, uint8..uint64, float16, bfloat16, \
                         float32, float64, complex64 and complex128";
-        let from = self.dtype.scalar().ok_or_else(|| {
-            Error::unsupported(format!("cannot cast from {}: {castable}", self.dtype.name()))
-        })?;
+        let from = self
+            .dtype
+            .scalar()
+            .ok_or_else(|| Error::unsupported(format_args!("cannot cast from {}: {castable}", self.dtype)))?;
         let to = dtype
             .scalar()
-            .ok_or_else(|| Error::unsupported(format!("cannot cast to {}: {castable}", dtype.name())))?;
+            .ok_or_else(|| Error::unsupported(format_args!("cannot cast to {}: {castable}", dtype)))?;
         if from.is_complex() && !to.is_complex() {
-            return Err(Error::unsupported(format!(
+            return Err(Error::unsupported(format_args!(
                 "casting {} to {} would drop the imaginary part; take the real part explicitly",
                 from.name(),
                 to.name()
@@ -223,7 +223,7 @@ impl Tensor {
     /// the copy kernel takes them, for tensors with elements. An extent-1 axis reaches nothing,
     /// so its stride may be anything (i64::MAX included): it becomes 0 here. Every other stride
     /// times the item size fits, because the layout's validated span contains it.
-    fn byte_layouts(&self, out: &Tensor) -> (Vec<usize>, Vec<isize>, Vec<isize>) {
+    fn byte_layouts(&self, out: &Tensor) -> (PerAxis<usize>, PerAxis<isize>, PerAxis<isize>) {
         debug_assert!(self.numel() > 0);
         let bytes = |t: &Tensor| {
             let size = t.dtype.itemsize() as isize;
@@ -261,12 +261,15 @@ fn reached_bytes(data: *mut u8, layout: &Layout, dtype: DType) -> Result<(*mut u
         return Ok((data, 0));
     };
     if data.is_null() {
-        return Err(Error::invalid(format!("data is NULL but the tensor has {} element(s)", layout.numel())));
+        return Err(Error::invalid(format_args!(
+            "data is NULL but the tensor has {} element(s)",
+            layout.numel()
+        )));
     }
     let addr = data as usize;
     match (addr.checked_add_signed(span.lo), addr.checked_add_signed(span.hi)) {
         (Some(_), Some(_)) => Ok((data.wrapping_offset(span.lo), (span.hi - span.lo) as usize)),
-        _ => Err(Error::invalid(format!(
+        _ => Err(Error::invalid(format_args!(
             "the tensor reaches bytes {}..{} around its data pointer, which wraps around the address space",
             span.lo, span.hi
         ))),
@@ -298,7 +301,7 @@ fn check_inside(
     };
     if lo < 0 || hi > len {
         let element = if lo < 0 { lo.div_euclid(size) } else { (hi - 1).div_euclid(size) };
-        return Err(Error::invalid(format!(
+        return Err(Error::invalid(format_args!(
             "view element {element} lies outside the {} elements of its storage",
             len / size
         )));

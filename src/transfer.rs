@@ -20,6 +20,7 @@
 //!
 //! Every function returns after the copy is complete.
 
+use crate::alloc::PerAxis;
 use crate::copy::copy_strided;
 use crate::cuda::{self, MAX_PITCH, Mem, Scope, Staging};
 use crate::device::{Device, DeviceKind};
@@ -29,16 +30,16 @@ use crate::tensor::Tensor;
 /// A source layout in bytes, with extent-1 axes dropped and axes merged where the source is
 /// contiguous across them (the row-major destination always is). At least one axis.
 struct Plan {
-    shape: Vec<usize>,
-    strides: Vec<isize>,
+    shape: PerAxis<usize>,
+    strides: PerAxis<isize>,
     itemsize: usize,
 }
 
 impl Plan {
     fn of(t: &Tensor) -> Plan {
         let itemsize = t.dtype().itemsize();
-        let mut shape: Vec<usize> = Vec::new();
-        let mut strides: Vec<isize> = Vec::new();
+        let mut shape = PerAxis::<usize>::new();
+        let mut strides = PerAxis::<isize>::new();
         for (&n, &s) in t.shape().iter().zip(t.strides()) {
             if n == 1 {
                 continue;
@@ -71,9 +72,9 @@ impl Plan {
     }
 
     /// Row-major byte strides of `shape`.
-    fn dense(shape: &[usize], itemsize: usize) -> Vec<isize> {
+    fn dense(shape: &[usize], itemsize: usize) -> PerAxis<isize> {
         let mut acc = itemsize as isize;
-        let mut out = vec![0; shape.len()];
+        let mut out = PerAxis::filled(0, shape.len());
         for (o, &n) in out.iter_mut().zip(shape).rev() {
             *o = acc;
             acc *= n as isize;
@@ -100,8 +101,8 @@ impl Plan {
         let rows = (cap / inner).max(1);
         let n = self.shape[axis];
         let outer = &self.shape[..axis];
-        let mut piece = self.shape[axis..].to_vec();
-        let mut index = vec![0usize; outer.len()];
+        let mut piece: PerAxis<usize> = self.shape[axis..].iter().copied().collect();
+        let mut index = PerAxis::filled(0usize, outer.len());
         let mut dst = 0usize;
         loop {
             let base: isize = index.iter().zip(&self.strides).map(|(&i, &s)| i as isize * s).sum();
@@ -315,9 +316,9 @@ fn compact_on_device(scope: &Scope, src: &Tensor, dst: &Tensor) -> Result<()> {
         let pitch = plan.strides[a];
         pitch >= width as isize && pitch as usize <= MAX_PITCH && dense[a] as usize <= MAX_PITCH
     });
-    let loop_axes: Vec<usize> = (0..row_axes).filter(|&a| Some(a) != height_axis).collect();
-    let loop_shape: Vec<usize> = loop_axes.iter().map(|&a| plan.shape[a]).collect();
-    let mut index = vec![0usize; loop_axes.len()];
+    let loop_axes: PerAxis<usize> = (0..row_axes).filter(|&a| Some(a) != height_axis).collect();
+    let loop_shape: PerAxis<usize> = loop_axes.iter().map(|&a| plan.shape[a]).collect();
+    let mut index = PerAxis::filled(0usize, loop_axes.len());
     let result = (|| loop {
         let mut s_off = 0isize;
         let mut d_off = 0isize;

@@ -1,7 +1,7 @@
 //! Status codes, the thread-local last-error message and the one wrapper every export runs in.
 
 use std::cell::RefCell;
-use std::ffi::{CString, c_char};
+use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Error, ErrorKind};
@@ -42,21 +42,47 @@ impl From<ErrorKind> for dlb_status {
     }
 }
 
-thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+/// This thread's last error message: owned text, or a fixed one (before the first error, and
+/// when the message could not be stored for lack of memory).
+enum LastError {
+    Fixed(&'static CStr),
+    Owned(CString),
 }
 
+thread_local! {
+    static LAST_ERROR: RefCell<LastError> = const { RefCell::new(LastError::Fixed(c"")) };
+}
+
+/// Stores "function: message" as this thread's last error. Allocation may fail here too: the
+/// message is then replaced by a fixed one (the status still says what happened).
 pub(crate) fn set_last_error(function: &str, message: &str) {
-    let text = format!("{function}: {message}").replace('\0', " ");
-    let text = CString::new(text).unwrap_or_default();
+    let text = joined(function, message).map_or(
+        LastError::Fixed(c"(the error message could not be stored: out of memory)"),
+        LastError::Owned,
+    );
     // `try_with`: during thread teardown the slot may be gone; the status still tells the story.
     let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = text);
 }
 
+/// "function: message" as a C string (NULs become spaces), or None when out of memory.
+fn joined(function: &str, message: &str) -> Option<CString> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(function.len() + 2 + message.len() + 1).ok()?;
+    bytes.extend_from_slice(function.as_bytes());
+    bytes.extend_from_slice(b": ");
+    bytes.extend(message.bytes().map(|b| if b == 0 { b' ' } else { b }));
+    bytes.push(0);
+    CString::from_vec_with_nul(bytes).ok()
+}
+
 /// This thread's last error message; valid until this thread's next call that fails.
 pub(crate) fn last_error_ptr() -> *const c_char {
-    static EMPTY: &[u8] = b"\0";
-    LAST_ERROR.try_with(|slot| slot.borrow().as_ptr()).unwrap_or(EMPTY.as_ptr().cast())
+    LAST_ERROR
+        .try_with(|slot| match &*slot.borrow() {
+            LastError::Fixed(text) => text.as_ptr(),
+            LastError::Owned(text) => text.as_ptr(),
+        })
+        .unwrap_or(c"".as_ptr())
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -125,7 +151,7 @@ pub(crate) unsafe fn consume<T, V>(
     function: &str,
     out: *mut *mut T,
     f: impl FnOnce() -> Result<V, Error>,
-    into_raw: impl FnOnce(V) -> *mut T,
+    into_raw: impl FnOnce(V) -> Result<*mut T, Error>,
 ) -> dlb_status {
     if !out.is_null() {
         // SAFETY: per the function contract.
@@ -138,7 +164,9 @@ pub(crate) unsafe fn consume<T, V>(
             return Err(Error::invalid("out is NULL (the managed tensor was consumed and released)"));
         }
         // SAFETY: per the function contract.
-        unsafe { *out = into_raw(value) };
+        let raw = into_raw(value)?;
+        // SAFETY: per the function contract.
+        unsafe { *out = raw };
         Ok(())
     })
 }

@@ -1,7 +1,10 @@
 //! The one place where C pointers become Rust references: tensor handles and the arrays C
 //! passes in (shape, strides).
 
+use std::mem::MaybeUninit;
+
 use crate::abi::DLTensor;
+use crate::alloc::try_box;
 use crate::error::{Error, Result};
 use crate::layout::check_ndim;
 use crate::tensor::Tensor;
@@ -16,20 +19,43 @@ pub struct dlb_tensor {
 }
 
 impl dlb_tensor {
-    /// Boxes a tensor into a handle the caller owns.
-    pub(crate) fn into_raw(tensor: Tensor) -> *mut dlb_tensor {
-        let ndim = tensor.shape().len();
-        let dims = |v: &[i64]| if ndim == 0 { std::ptr::null_mut() } else { v.as_ptr().cast_mut() };
-        let dl = DLTensor {
-            data: tensor.data_ptr().cast(),
+    /// Boxes a tensor into a handle the caller owns. When the handle cannot be allocated, the
+    /// tensor is dropped (releasing its reference) and the error says so.
+    pub(crate) fn into_raw(tensor: Tensor) -> Result<*mut dlb_tensor> {
+        Ok(dlb_tensor::fill(dlb_tensor::reserve()?, tensor))
+    }
+
+    /// The memory of one handle, allocated ahead, for calls that must not fail once they have
+    /// taken something over (memory lent by the caller must not be released on failure).
+    pub(crate) fn reserve() -> Result<Box<MaybeUninit<dlb_tensor>>> {
+        try_box(MaybeUninit::uninit()).map_err(|_| Error::out_of_memory("allocating a tensor handle failed"))
+    }
+
+    /// Puts `tensor` into reserved handle memory and hands the handle out.
+    pub(crate) fn fill(mut slot: Box<MaybeUninit<dlb_tensor>>, tensor: Tensor) -> *mut dlb_tensor {
+        let empty = DLTensor {
+            data: std::ptr::null_mut(),
             device: tensor.device().to_dl(),
-            ndim: ndim as i32,
+            ndim: 0,
             dtype: tensor.dtype().to_dl(),
-            shape: dims(tensor.shape()),
-            strides: dims(tensor.strides()),
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
             byte_offset: 0,
         };
-        Box::into_raw(Box::new(dlb_tensor { tensor, dl }))
+        let handle = slot.write(dlb_tensor { tensor, dl: empty });
+        // The shape and strides may live inside the tensor itself, so they are pointed at only
+        // now that it has its final place (a handle never moves or replaces its tensor).
+        let t = &handle.tensor;
+        let ndim = t.shape().len();
+        let dims = |v: &[i64]| if ndim == 0 { std::ptr::null_mut() } else { v.as_ptr().cast_mut() };
+        handle.dl = DLTensor {
+            data: t.data_ptr().cast(),
+            ndim: ndim as i32,
+            shape: dims(t.shape()),
+            strides: dims(t.strides()),
+            ..handle.dl
+        };
+        Box::into_raw(slot).cast::<dlb_tensor>()
     }
 
     pub(crate) fn tensor(&self) -> &Tensor {
@@ -46,14 +72,14 @@ impl dlb_tensor {
     /// `t` is NULL or a live handle from `into_raw` that no other thread is freeing.
     pub(crate) unsafe fn from_ptr<'a>(t: *const dlb_tensor, name: &str) -> Result<&'a dlb_tensor> {
         // SAFETY: per the function contract.
-        unsafe { t.as_ref() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+        unsafe { t.as_ref() }.ok_or_else(|| Error::invalid(format_args!("{name} is NULL")))
     }
 
     /// # Safety
     /// `t` is NULL or a live handle the caller uses exclusively.
     pub(crate) unsafe fn from_mut_ptr<'a>(t: *mut dlb_tensor, name: &str) -> Result<&'a mut dlb_tensor> {
         // SAFETY: per the function contract.
-        unsafe { t.as_mut() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+        unsafe { t.as_mut() }.ok_or_else(|| Error::invalid(format_args!("{name} is NULL")))
     }
 
     /// Releases a handle (NULL is a no-op).
@@ -84,7 +110,7 @@ pub(crate) unsafe fn dims<'a>(
         return if n == 0 || optional {
             Ok(None)
         } else {
-            Err(Error::invalid(format!("{name} is NULL but ndim is {n}")))
+            Err(Error::invalid(format_args!("{name} is NULL but ndim is {n}")))
         };
     }
     // SAFETY: per the function contract.

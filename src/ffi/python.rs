@@ -131,7 +131,11 @@ impl Api {
         nargs: isize,
     ) -> Option<&'a [*mut PyObject; N]> {
         if nargs != N as isize {
-            self.fail::<c_void>(function, WRONG_TYPE, &format!("takes {N} arguments, got {nargs}"));
+            self.fail::<c_void>(
+                function,
+                WRONG_TYPE,
+                &crate::alloc::message(format_args!("takes {N} arguments, got {nargs}")),
+            );
             return None;
         }
         // SAFETY: per the function contract.
@@ -381,6 +385,8 @@ unsafe extern "C" fn py_from_capsule(
     let mut out = std::ptr::null_mut();
     let mut wrong_type = false;
     let ok = api.call("from_dlpack", || {
+        // The handle first, so that running out of memory leaves the capsule unconsumed.
+        let slot = dlb_tensor::reserve()?;
         // SAFETY: a pointer taken from a capsule of that name is a managed tensor of that kind,
         // now ours; `import` consumes it whatever happens.
         let tensor = if api.is_named(capsule, VERSIONED) {
@@ -397,7 +403,7 @@ unsafe extern "C" fn py_from_capsule(
                 "expected a DLPack capsule named \"dltensor\" or \"dltensor_versioned\"",
             ));
         };
-        out = dlb_tensor::into_raw(tensor);
+        out = dlb_tensor::fill(slot, tensor);
         Ok(())
     });
     if !ok {
@@ -465,7 +471,7 @@ unsafe extern "C" fn py_from_exchange_api(
     let mut out = std::ptr::null_mut();
     if !api.call("from_dlpack", || {
         // SAFETY: owned, and consumed by `import` whatever happens.
-        out = dlb_tensor::into_raw(unsafe { import(mt) }?);
+        out = dlb_tensor::into_raw(unsafe { import(mt) }?)?;
         Ok(())
     }) {
         return std::ptr::null_mut();
@@ -491,7 +497,7 @@ unsafe extern "C" fn py_free(_: *mut PyObject, args: *const *mut PyObject, nargs
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
-    use std::sync::{Arc, Once};
+    use std::sync::Once;
 
     use super::*;
     use crate::device::Device;
@@ -630,7 +636,7 @@ mod tests {
     }
 
     fn handle_of(t: &Tensor) -> *mut PyObject {
-        obj(Obj::Int(dlb_tensor::into_raw(t.alias()).cast()))
+        obj(Obj::Int(dlb_tensor::into_raw(t.alias()).unwrap().cast()))
     }
 
     /// `to_capsule(h, flags)`, with the flags object made and dropped around the call.
@@ -654,21 +660,25 @@ mod tests {
         let t = Tensor::empty(&[2, 3], DType::F32, Device::CPU, true).unwrap();
         let h = handle_of(&t);
         for versioned in [false, true] {
-            let before = Arc::strong_count(t.storage());
+            let before = crate::alloc::Shared::count(t.storage());
             let capsule = export(h, versioned, false).unwrap();
             assert!(unsafe { is_valid(capsule, if versioned { VERSIONED } else { LEGACY }.as_ptr()) } == 1);
-            assert_eq!(Arc::strong_count(t.storage()), before + 1);
+            assert_eq!(crate::alloc::Shared::count(t.storage()), before + 1);
             drop_obj(capsule);
-            assert_eq!(Arc::strong_count(t.storage()), before, "the destructor released the export");
+            assert_eq!(
+                crate::alloc::Shared::count(t.storage()),
+                before,
+                "the destructor released the export"
+            );
 
             let capsule = export(h, versioned, false).unwrap();
             let imported = call(py_from_capsule, &[capsule]).unwrap();
             let used = if versioned { USED_VERSIONED } else { USED_LEGACY };
             assert!(unsafe { is_valid(capsule, used.as_ptr()) } == 1, "renamed when consumed");
             drop_obj(capsule); // consumed: the destructor must leave the export alone
-            assert_eq!(Arc::strong_count(t.storage()), before + 1, "the import holds the storage");
+            assert_eq!(crate::alloc::Shared::count(t.storage()), before + 1, "the import holds the storage");
             free_handle(imported);
-            assert_eq!(Arc::strong_count(t.storage()), before);
+            assert_eq!(crate::alloc::Shared::count(t.storage()), before);
         }
         free_handle(h);
     }

@@ -56,7 +56,7 @@ unsafe fn create(
         produce(function, out, || {
             let shape = dims(shape, ndim, "shape", false)?.unwrap_or(&[]);
             let t = Tensor::empty(shape, DType::from_dl(dtype)?, Device::from_dl(device)?, zeroed)?;
-            Ok(dlb_tensor::into_raw(t))
+            dlb_tensor::into_raw(t)
         })
     }
 }
@@ -128,9 +128,11 @@ pub unsafe extern "C" fn dlb_tensor_from_data(
             let shape = dims(shape, ndim, "shape", false)?.unwrap_or(&[]);
             let strides = dims(strides, ndim, "strides", true)?;
             let (dtype, device) = (DType::from_dl(dtype)?, Device::from_dl(device)?);
+            // The handle first: once the storage holds `release`, failing would run it.
+            let slot = dlb_tensor::reserve()?;
             let owner = Owner::Foreign { release, ctx };
             Tensor::from_borrowed(data.cast(), shape, strides, dtype, device, read_only, owner)
-                .map(dlb_tensor::into_raw)
+                .map(|t| dlb_tensor::fill(slot, t))
                 .map_err(|(e, owner)| {
                     // The memory stays the caller's: forget the release instead of running it.
                     std::mem::forget(owner);
@@ -151,7 +153,7 @@ pub unsafe extern "C" fn dlb_tensor_alias(t: *const dlb_tensor, out: *mut *mut d
     // SAFETY: per this function's contract.
     unsafe {
         produce("dlb_tensor_alias", out, || {
-            Ok(dlb_tensor::into_raw(dlb_tensor::from_ptr(t, "t")?.tensor().alias()))
+            dlb_tensor::into_raw(dlb_tensor::from_ptr(t, "t")?.tensor().alias())
         })
     }
 }
@@ -181,7 +183,7 @@ pub unsafe extern "C" fn dlb_tensor_view(
             let t = dlb_tensor::from_ptr(t, "t")?;
             let shape = dims(shape, ndim, "shape", false)?.unwrap_or(&[]);
             let strides = dims(strides, ndim, "strides", true)?;
-            Ok(dlb_tensor::into_raw(t.tensor().view(shape, strides, offset)?))
+            dlb_tensor::into_raw(t.tensor().view(shape, strides, offset)?)
         })
     }
 }
@@ -197,7 +199,7 @@ pub unsafe extern "C" fn dlb_tensor_copy(t: *const dlb_tensor, out: *mut *mut dl
     // SAFETY: per this function's contract.
     unsafe {
         produce("dlb_tensor_copy", out, || {
-            Ok(dlb_tensor::into_raw(dlb_tensor::from_ptr(t, "t")?.tensor().copy()?))
+            dlb_tensor::into_raw(dlb_tensor::from_ptr(t, "t")?.tensor().copy()?)
         })
     }
 }
@@ -221,7 +223,7 @@ pub unsafe extern "C" fn dlb_tensor_cast(
     unsafe {
         produce("dlb_tensor_cast", out, || {
             let t = dlb_tensor::from_ptr(t, "t")?;
-            Ok(dlb_tensor::into_raw(t.tensor().cast(DType::from_dl(dtype)?)?))
+            dlb_tensor::into_raw(t.tensor().cast(DType::from_dl(dtype)?)?)
         })
     }
 }
@@ -247,7 +249,7 @@ pub unsafe extern "C" fn dlb_tensor_to_device(
     unsafe {
         produce("dlb_tensor_to_device", out, || {
             let t = dlb_tensor::from_ptr(t, "t")?;
-            Ok(dlb_tensor::into_raw(t.tensor().to_device(Device::from_dl(device)?)?))
+            dlb_tensor::into_raw(t.tensor().to_device(Device::from_dl(device)?)?)
         })
     }
 }

@@ -1,0 +1,308 @@
+//! Allocation that can fail. Rust's `Box::new`, `Arc::new`, `Vec::push` and `format!` abort the
+//! process when memory runs out; a library under other people's programs must instead report
+//! `DLB_ERR_OUT_OF_MEMORY` and keep working. Every heap allocation dlbridge makes outside tests
+//! goes through this module (or `Vec::try_reserve*`, or `std::alloc` with a NULL check):
+//!
+//! - [`try_box`]: a `Box` whose allocation may fail;
+//! - [`Shared`]: a reference-counted pointer like `Arc` (clone = one more reference, the value is
+//!   dropped with the last one) whose creation may fail;
+//! - [`PerAxis`]: one value per axis, on the stack (at most `MAX_NDIM`), for scratch that used to
+//!   be a `Vec`;
+//! - [`message`]: formatting an error message, falling back to a fixed text when even that
+//!   allocation fails.
+//!
+//! `tests/oom.rs` fails each allocation of each C-API operation in turn and checks that the
+//! operation reports it and leaks nothing.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write};
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+use crate::layout::MAX_NDIM;
+
+/// `Box::new(value)`, or `value` back when the allocation fails.
+pub fn try_box<T>(value: T) -> Result<Box<T>, T> {
+    let mut one: Vec<T> = Vec::new();
+    if one.try_reserve_exact(1).is_err() {
+        return Err(value);
+    }
+    one.push(value);
+    // `try_reserve_exact(1)` on an empty vector allocates exactly one element: the boxed slice
+    // takes the allocation over without shrinking (which could allocate again).
+    debug_assert_eq!(one.capacity(), 1);
+    let slice: Box<[T]> = one.into_boxed_slice();
+    // SAFETY: a one-element slice has the size, alignment and (allocator) layout of one `T`.
+    Ok(unsafe { Box::from_raw(Box::into_raw(slice).cast::<T>()) })
+}
+
+/// A shared, immutable value with an atomic reference count, like `Arc<T>`, but created by the
+/// fallible [`Shared::try_new`]. Cloning adds a reference; the value is dropped, on whichever
+/// thread lets go last, when the last reference goes.
+pub struct Shared<T> {
+    inner: NonNull<Inner<T>>,
+}
+
+struct Inner<T> {
+    count: AtomicUsize,
+    value: T,
+}
+
+// SAFETY: as for `Arc<T>`: shared access hands out `&T` on several threads (needs `Sync`), and the
+// last reference drops `T` on whichever thread holds it (needs `Send`).
+unsafe impl<T: Send + Sync> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// One reference to `value`, or `value` back when the allocation fails.
+    pub fn try_new(value: T) -> Result<Shared<T>, T> {
+        match try_box(Inner { count: AtomicUsize::new(1), value }) {
+            Ok(inner) => Ok(Shared { inner: NonNull::from(Box::leak(inner)) }),
+            Err(inner) => Err(inner.value),
+        }
+    }
+
+    fn inner(&self) -> &Inner<T> {
+        // SAFETY: the block lives while any reference (this one included) does.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// Whether `a` and `b` are references to the same value.
+    pub fn ptr_eq(a: &Shared<T>, b: &Shared<T>) -> bool {
+        a.inner == b.inner
+    }
+
+    /// How many references there are now (for tests and assertions: another thread may change
+    /// it at any moment).
+    pub fn count(this: &Shared<T>) -> usize {
+        this.inner().count.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        // Relaxed, as in `Arc`: a new reference is made from an existing one, which keeps the
+        // value alive; no other memory needs ordering here.
+        let before = self.inner().count.fetch_add(1, Ordering::Relaxed);
+        if before > isize::MAX as usize {
+            // Only reachable by leaking references on purpose (as `Arc` does, refuse to wrap).
+            std::process::abort();
+        }
+        Shared { inner: self.inner }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Every other reference's uses happen before the value is dropped (the Release above,
+        // on every thread that let go, pairs with this Acquire).
+        fence(Ordering::Acquire);
+        // SAFETY: this was the last reference; the block came from `try_box`.
+        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+    }
+}
+
+impl<T> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner().value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner().value.fmt(f)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Shared::ptr_eq(self, other) || **self == **other
+    }
+}
+
+impl<T: Eq> Eq for Shared<T> {}
+
+/// Up to `MAX_NDIM` values, one per axis, kept on the stack.
+#[derive(Clone, Copy)]
+pub struct PerAxis<T: Copy + Default> {
+    len: usize,
+    values: [T; MAX_NDIM],
+}
+
+impl<T: Copy + Default> PerAxis<T> {
+    pub fn new() -> Self {
+        PerAxis { len: 0, values: [T::default(); MAX_NDIM] }
+    }
+
+    /// `n` copies of `value` (`n` is at most `MAX_NDIM`).
+    pub fn filled(value: T, n: usize) -> Self {
+        assert!(n <= MAX_NDIM, "{n} axes; dlbridge handles at most {MAX_NDIM}");
+        PerAxis { len: n, values: [value; MAX_NDIM] }
+    }
+
+    /// Appends a value; there is room for `MAX_NDIM`, which every validated layout fits.
+    pub fn push(&mut self, value: T) {
+        assert!(self.len < MAX_NDIM, "more than {MAX_NDIM} axes");
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+}
+
+impl<T: Copy + Default> Default for PerAxis<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Default> FromIterator<T> for PerAxis<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut out = PerAxis::new();
+        for v in iter {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl<T: Copy + Default> Deref for PerAxis<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.values[..self.len]
+    }
+}
+
+impl<T: Copy + Default> std::ops::DerefMut for PerAxis<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.values[..self.len]
+    }
+}
+
+impl<'a, T: Copy + Default> IntoIterator for &'a PerAxis<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: Copy + Default + fmt::Debug> fmt::Debug for PerAxis<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// What a message says when formatting it ran out of memory.
+pub const MESSAGE_LOST: &str = "(the error message could not be written: out of memory)";
+
+/// A `String` writer that reserves before every write instead of aborting.
+struct TryString(String);
+
+impl Write for TryString {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.try_reserve(s.len()).map_err(|_| fmt::Error)?;
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+/// Formats an error message without aborting: a message without arguments is used as it is (no
+/// allocation), and one whose formatting runs out of memory becomes [`MESSAGE_LOST`].
+pub fn message(args: fmt::Arguments<'_>) -> Cow<'static, str> {
+    if let Some(text) = args.as_str() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = TryString(String::new());
+    match out.write_fmt(args) {
+        Ok(()) => Cow::Owned(out.0),
+        Err(_) => Cow::Borrowed(MESSAGE_LOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counted<'a>(&'a AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn boxes_hold_their_value_and_drop_it_once() {
+        let drops = AtomicUsize::new(0);
+        let b = try_box(Counted(&drops)).ok().unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let zst = try_box(()).unwrap();
+        drop(zst);
+        let big = try_box([7u64; 100]).unwrap();
+        assert_eq!(big[99], 7);
+    }
+
+    #[test]
+    fn shared_values_drop_with_the_last_reference() {
+        let drops = AtomicUsize::new(0);
+        let a = Shared::try_new(Counted(&drops)).ok().unwrap();
+        let b = a.clone();
+        assert!(Shared::ptr_eq(&a, &b));
+        assert_eq!(Shared::count(&a), 2);
+        drop(a);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!(Shared::count(&b), 1);
+        drop(b);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn shared_references_cross_threads() {
+        let drops = AtomicUsize::new(0);
+        let shared = Shared::try_new(vec![1u8, 2, 3]).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let mine = shared.clone();
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        let again = mine.clone();
+                        assert_eq!(again[2], 3);
+                    }
+                });
+            }
+        });
+        assert_eq!(Shared::count(&shared), 1);
+        let counted = Shared::try_new(Counted(&drops)).ok().unwrap();
+        std::thread::scope(|s| {
+            let other = counted.clone();
+            s.spawn(move || drop(other));
+        });
+        drop(counted);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn per_axis_values_behave_like_a_short_vec() {
+        let mut v: PerAxis<i64> = [3, 4].into_iter().collect();
+        v.push(5);
+        assert_eq!(&*v, &[3, 4, 5]);
+        v[0] = 9;
+        assert_eq!(v.iter().sum::<i64>(), 18);
+        assert_eq!(&*PerAxis::filled(0usize, 2), &[0, 0]);
+        assert!(PerAxis::<u8>::new().is_empty());
+    }
+
+    #[test]
+    fn messages_borrow_plain_text_and_format_the_rest() {
+        assert!(matches!(message(format_args!("plain")), Cow::Borrowed("plain")));
+        let n = 3;
+        assert_eq!(message(format_args!("n = {n}")), "n = 3");
+    }
+}
