@@ -44,6 +44,7 @@ build() {
     mkdir -p "$dir"
     "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_api.c" -o "$dir/test_api" "${LDFLAGS[@]}"
     "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_threads.c" -o "$dir/test_threads" "${LDFLAGS[@]}"
+    "$CC" "${CFLAGS[@]}" "$@" "$SRC/test_oom.c" -o "$dir/test_oom" "${LDFLAGS[@]}"
     # The ABI test: ours and the official layout come from separate translation units.
     "$CC" "${CFLAGS[@]}" "$@" -c "$SRC/test_abi_ours.c" -o "$dir/test_abi_ours.o"
     "$CC" "${CFLAGS[@]}" "${OFFICIAL[@]}" "$@" -c "$SRC/test_abi_official.c" \
@@ -93,6 +94,9 @@ for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/plain/$p"; done
 # The stress size: 8 threads x 100000 iterations of about a dozen operations each.
 run "test_threads (8 x 100000 iterations)" "$OUT/plain/test_threads" 100000
 run "test_api (static)" "$OUT/plain/test_api_static"
+# Under an address-space limit: plain only (ASan's shadow memory and valgrind's allocator cannot
+# run under one), so it is not in PROGRAMS.
+run "test_oom (address-space limit)" "$OUT/plain/test_oom"
 
 section "run (valgrind)"
 if command -v valgrind >/dev/null; then

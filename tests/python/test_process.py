@@ -109,3 +109,61 @@ def test_interpreter_exits_cleanly_with_exchanges_alive(tmp_path, exit_statement
     assert result.stdout == "ok\n"
     for marker in CRASH_MARKERS:
         assert marker not in result.stderr, result.stderr
+
+
+UNDER_AN_ADDRESS_SPACE_LIMIT = """
+    import gc
+    import resource
+
+    import numpy as np
+
+    import dlbridge
+
+    base = dlbridge.from_dlpack(np.arange(16, dtype=np.float32).reshape(4, 4))
+    live = dlbridge.live_allocations()
+    held = [None] * 2_000_000  # the slots, made before the limit
+
+    def address_space():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space() + (96 << 20), hard))
+
+    try:
+        dlbridge.empty((1 << 30,), "float32")  # 4 GiB
+        raise SystemExit("a 4 GiB tensor under a 96 MiB headroom")
+    except MemoryError as e:
+        assert "memory" in str(e) or "allocat" in str(e), e
+
+    made = 0
+    try:
+        while made < len(held):
+            held[made] = base.view((2, 1, 2, 1, 2, 2)) if made % 2 else base.alias()
+            made += 1
+        raise SystemExit("memory never ran out")
+    except MemoryError:
+        pass
+    for i in range(made):
+        held[i] = None
+    del held
+    gc.collect()
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+    assert dlbridge.live_allocations() == live, (dlbridge.live_allocations(), live)
+    assert base.numpy().ravel().tolist() == list(range(16))
+    again = dlbridge.from_dlpack(np.from_dlpack(base.view((2, 1, 2, 1, 2, 2)).copy()))
+    assert again.numpy().ravel().tolist() == list(range(16))
+    print("ok", made > 1000)
+"""
+
+
+def test_running_out_of_memory_raises_memory_error_and_the_library_keeps_working(tmp_path):
+    """Under an address-space limit (what `ulimit -v` sets), dlbridge calls raise MemoryError
+    (the 4 GiB tensor, and the small allocations of handles once memory is exhausted), nothing
+    aborts or leaks, and everything works again once memory is back."""
+    result = run_python(UNDER_AN_ADDRESS_SPACE_LIMIT, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "ok True\n", result.stdout + result.stderr
+    for marker in CRASH_MARKERS:
+        assert marker not in result.stderr, result.stderr
