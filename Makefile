@@ -114,6 +114,12 @@ test-c: build $(OFFICIAL_DLPACK)
 test-python: python-package
 	$(VENV_PY) -m pytest -q tests/python
 
+# tests/python/test_stress.py at the issue's size, 8 threads x 1,000,000 operations (about 20
+# minutes on 2 cores; not part of `make test`, whose test-python runs it at 8 x 20,000).
+.PHONY: test-python-stress
+test-python-stress: python-package
+	DLB_PY_STRESS_OPS=1000000 $(VENV_PY) -m pytest -q -s tests/python/test_stress.py
+
 # The CUDA code paths without a GPU: a fake driver (tests/fake_cuda: host memory behind the driver
 # entry points dlbridge calls, strict about contexts, synchronisation and leaks) stands in for
 # libcuda. It proves dlbridge's logic (ownership, staging, chunking, errors, deleters), not the
