@@ -31,7 +31,7 @@ pub fn try_box<T>(value: T) -> Result<Box<T>, T> {
     one.push(value);
     // `try_reserve_exact(1)` on an empty vector allocates exactly one element: the boxed slice
     // takes the allocation over without shrinking (which could allocate again).
-    debug_assert_eq!(one.capacity(), 1);
+    debug_assert!(size_of::<T>() == 0 || one.capacity() == 1);
     let slice: Box<[T]> = one.into_boxed_slice();
     // SAFETY: a one-element slice has the size, alignment and (allocator) layout of one `T`.
     Ok(unsafe { Box::from_raw(Box::into_raw(slice).cast::<T>()) })

@@ -127,7 +127,7 @@ impl Tensor {
     }
 
     /// The first element, for writing; refused on read-only tensors.
-    pub fn data_mut(&mut self) -> Result<*mut u8> {
+    pub fn data_mut(&self) -> Result<*mut u8> {
         if self.read_only {
             return Err(Error::read_only("the tensor is read-only; it cannot hand out a writable pointer"));
         }

@@ -32,7 +32,7 @@ impl dlb_tensor {
     }
 
     /// Puts `tensor` into reserved handle memory and hands the handle out.
-    pub(crate) fn fill(mut slot: Box<MaybeUninit<dlb_tensor>>, tensor: Tensor) -> *mut dlb_tensor {
+    pub(crate) fn fill(slot: Box<MaybeUninit<dlb_tensor>>, tensor: Tensor) -> *mut dlb_tensor {
         let empty = DLTensor {
             data: std::ptr::null_mut(),
             device: tensor.device().to_dl(),
@@ -42,27 +42,30 @@ impl dlb_tensor {
             strides: std::ptr::null_mut(),
             byte_offset: 0,
         };
-        let handle = slot.write(dlb_tensor { tensor, dl: empty });
-        // The shape and strides may live inside the tensor itself, so they are pointed at only
-        // now that it has its final place (a handle never moves or replaces its tensor).
-        let t = &handle.tensor;
-        let ndim = t.shape().len();
-        let dims = |v: &[i64]| if ndim == 0 { std::ptr::null_mut() } else { v.as_ptr().cast_mut() };
-        handle.dl = DLTensor {
-            data: t.data_ptr().cast(),
-            ndim: ndim as i32,
-            shape: dims(t.shape()),
-            strides: dims(t.strides()),
-            ..handle.dl
-        };
-        Box::into_raw(slot).cast::<dlb_tensor>()
+        // From here on the handle is only reached through this raw pointer (as C reaches it),
+        // so the pointers into it below stay valid.
+        let raw = Box::into_raw(slot).cast::<dlb_tensor>();
+        // SAFETY: `raw` is a fresh allocation for one handle; writing initialises it. The shape
+        // and strides may live inside the tensor itself, so they are pointed at only now that it
+        // has its final place (a handle never moves or replaces its tensor), and `dl` is written
+        // through its own field, leaving the tensor's bytes alone.
+        unsafe {
+            raw.write(dlb_tensor { tensor, dl: empty });
+            let t = &(*raw).tensor;
+            let ndim = t.shape().len();
+            let dims = |v: &[i64]| if ndim == 0 { std::ptr::null_mut() } else { v.as_ptr().cast_mut() };
+            let (data, shape, strides) = (t.data_ptr().cast(), dims(t.shape()), dims(t.strides()));
+            let dl = &raw mut (*raw).dl;
+            (*dl).data = data;
+            (*dl).ndim = ndim as i32;
+            (*dl).shape = shape;
+            (*dl).strides = strides;
+        }
+        raw
     }
 
     pub(crate) fn tensor(&self) -> &Tensor {
         &self.tensor
-    }
-    pub(crate) fn tensor_mut(&mut self) -> &mut Tensor {
-        &mut self.tensor
     }
     pub(crate) fn dltensor(&self) -> &DLTensor {
         &self.dl
@@ -73,13 +76,6 @@ impl dlb_tensor {
     pub(crate) unsafe fn from_ptr<'a>(t: *const dlb_tensor, name: &str) -> Result<&'a dlb_tensor> {
         // SAFETY: per the function contract.
         unsafe { t.as_ref() }.ok_or_else(|| Error::invalid(format_args!("{name} is NULL")))
-    }
-
-    /// # Safety
-    /// `t` is NULL or a live handle the caller uses exclusively.
-    pub(crate) unsafe fn from_mut_ptr<'a>(t: *mut dlb_tensor, name: &str) -> Result<&'a mut dlb_tensor> {
-        // SAFETY: per the function contract.
-        unsafe { t.as_mut() }.ok_or_else(|| Error::invalid(format_args!("{name} is NULL")))
     }
 
     /// Releases a handle (NULL is a no-op).

@@ -329,8 +329,7 @@ pub unsafe extern "C" fn dlb_tensor_data_mut(t: *mut dlb_tensor, out: *mut *mut 
     // SAFETY: per this function's contract.
     unsafe {
         produce("dlb_tensor_data_mut", out, || {
-            let t = dlb_tensor::from_mut_ptr(t, "t")?;
-            Ok(t.tensor_mut().data_mut()?.cast::<c_void>())
+            Ok(dlb_tensor::from_ptr(t, "t")?.tensor().data_mut()?.cast::<c_void>())
         })
     }
 }
