@@ -316,7 +316,7 @@ mod tests {
     use crate::error::ErrorKind;
 
     fn arange_f32(n: i64) -> Tensor {
-        let mut t = Tensor::empty(&[n], DType::F32, Device::CPU, false).unwrap();
+        let t = Tensor::empty(&[n], DType::F32, Device::CPU, false).unwrap();
         let p = t.data_mut().unwrap().cast::<f32>();
         for i in 0..n as usize {
             unsafe { *p.add(i) = i as f32 };
