@@ -308,7 +308,11 @@ fn lent_memory_is_never_released_by_a_failed_wrap() {
                 assert_eq!(RELEASED.load(Ordering::SeqCst), released, "released while still wrapped");
                 if status == DLB_OK {
                     free(&[out]);
-                    assert_eq!(RELEASED.load(Ordering::SeqCst), released + 1, "released once with the handle");
+                    assert_eq!(
+                        RELEASED.load(Ordering::SeqCst),
+                        released + 1,
+                        "released once with the handle"
+                    );
                     RELEASED.fetch_sub(1, Ordering::SeqCst);
                 }
             },
