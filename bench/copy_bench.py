@@ -258,15 +258,22 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--max-mib", type=int, default=256, help="largest size in MiB (1024 adds 1 GiB)")
     ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only operations whose name contains this text (repeatable)")
+    ap.add_argument("--sizes", help="comma-separated sizes in KiB to run instead of the default list")
     args = ap.parse_args(argv)
 
     sizes = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30]
     sizes = [s for s in sizes if s <= args.max_mib << 20]
+    if args.sizes:
+        sizes = [int(k) << 10 for k in args.sizes.split(",")]
     print(f"copies and casts, best of {args.rounds} (numpy {np.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads); ratio = peer time / dlbridge time")
     rows = []
     for nbytes in sizes:
         for op, src, cast_to, peers in cases(nbytes):
+            if args.only and not any(o in op for o in args.only):
+                continue
             row = run_case(op, src, cast_to, peers, nbytes, args.rounds if nbytes < 256 << 20 else 3)
             rows.append(row)
             gbs = nbytes / row["dlbridge_s"] / 1e9

@@ -19,7 +19,10 @@
 
 mod transpose;
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
+
+use crate::layout::MAX_NDIM;
 
 /// Copies of at least this many bytes are split across threads. Measured on the 2-core machine
 /// this project runs on, `dlb_tensor_copy` of 1 MiB to 256 MiB split and unsplit, interleaved,
@@ -58,19 +61,53 @@ struct Dim {
     dst: isize,
 }
 
+/// Up to `MAX_NDIM` dimensions, on the stack: copies allocate nothing.
+#[derive(Clone, Copy)]
+struct Dims {
+    len: usize,
+    dims: [Dim; MAX_NDIM],
+}
+
+impl Dims {
+    const EMPTY: Dims = Dims { len: 0, dims: [Dim { n: 1, src: 0, dst: 0 }; MAX_NDIM] };
+
+    fn push(&mut self, d: Dim) {
+        self.dims[self.len] = d;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [Dim];
+    fn deref(&self) -> &[Dim] {
+        &self.dims[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Dims {
+    fn deref_mut(&mut self) -> &mut [Dim] {
+        &mut self.dims[..self.len]
+    }
+}
+
 /// Drops extents of one, orders dimensions by decreasing destination stride, and merges
 /// neighbours that are contiguous in both layouts. Returns None when there is nothing to copy.
-fn simplify(shape: &[usize], src: &[isize], dst: &[isize]) -> Option<Vec<Dim>> {
+///
+/// # Panics
+/// With more than `MAX_NDIM` dimensions of extent above one (no layout has that many).
+fn simplify(shape: &[usize], src: &[isize], dst: &[isize]) -> Option<Dims> {
     if shape.contains(&0) {
         return None;
     }
-    let mut dims: Vec<Dim> = (0..shape.len())
-        .filter(|&i| shape[i] != 1)
-        .map(|i| Dim { n: shape[i], src: src[i], dst: dst[i] })
-        .collect();
-    dims.sort_by_key(|d| std::cmp::Reverse(d.dst.unsigned_abs()));
-    let mut merged: Vec<Dim> = Vec::with_capacity(dims.len());
-    for d in dims {
+    let mut dims = Dims::EMPTY;
+    for i in (0..shape.len()).filter(|&i| shape[i] != 1) {
+        assert!(dims.len < MAX_NDIM, "a copy of more than {MAX_NDIM} dimensions");
+        dims.push(Dim { n: shape[i], src: src[i], dst: dst[i] });
+    }
+    // Unstable: the stable sort allocates. The order of equal strides does not matter.
+    dims.sort_unstable_by_key(|d| std::cmp::Reverse(d.dst.unsigned_abs()));
+    let mut merged = Dims::EMPTY;
+    for &d in dims.iter() {
         if let Some(outer) = merged.last_mut() {
             let n = d.n as isize;
             if outer.src == d.src * n && outer.dst == d.dst * n {
@@ -89,7 +126,7 @@ fn simplify(shape: &[usize], src: &[isize], dst: &[isize]) -> Option<Vec<Dim>> {
 /// # Safety
 /// Every position must be addressable from `src` and `dst` with the given strides.
 unsafe fn for_each_outer(outer: &[Dim], src: *const u8, dst: *mut u8, mut f: impl FnMut(*const u8, *mut u8)) {
-    let mut index = vec![0usize; outer.len()];
+    let mut index = [0usize; MAX_NDIM];
     let (mut s, mut d) = (src, dst);
     loop {
         f(s, d);
@@ -179,7 +216,8 @@ unsafe fn in_pieces(
     let step = outer.n.div_ceil(threads);
     // The piece starting at index `start` of the outermost dimension.
     let piece = |start: usize| {
-        let mut piece = dims.to_vec();
+        let mut piece = Dims::EMPTY;
+        dims.iter().for_each(|&d| piece.push(d));
         piece[0].n = step.min(outer.n - start);
         piece
     };
@@ -287,7 +325,8 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
         // A transpose: some outer dimension is the source's contiguous one.
         if let Some(k) = outer.iter().rposition(|d| d.src == size) {
             let across = outer[k];
-            let rest: Vec<Dim> = outer.iter().enumerate().filter(|&(i, _)| i != k).map(|(_, d)| *d).collect();
+            let mut rest = Dims::EMPTY;
+            outer.iter().enumerate().filter(|&(i, _)| i != k).for_each(|(_, &d)| rest.push(d));
             let plane = |s, d| transpose::Plane {
                 src: s,
                 src_ld: inner.src,
@@ -297,13 +336,18 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
                 nj: inner.n,
                 stream: dims.iter().map(|d| d.n).product::<usize>() * itemsize >= transpose::STREAM_MIN_BYTES,
             };
-            let mut buf = Box::new_uninit_slice(transpose::buffer_bytes(itemsize));
+            // The tile buffer: on the heap when it can be had, else a smaller one on the stack
+            // (smaller tiles, same result).
+            let mut heap = Vec::<u8>::new();
+            let mut stack = [MaybeUninit::<u8>::uninit(); transpose::FALLBACK_BYTES];
+            let buf = match heap.try_reserve_exact(transpose::buffer_bytes(itemsize)) {
+                Ok(()) => heap.spare_capacity_mut(),
+                Err(_) => &mut stack[..],
+            };
             // SAFETY: each plane is exactly the elements of the two dimensions at one position
             // of the others.
             unsafe {
-                for_each_outer(&rest, src, dst, |s, d| {
-                    transpose::transpose(plane(s, d), itemsize, isa, &mut buf)
-                })
+                for_each_outer(&rest, src, dst, |s, d| transpose::transpose(plane(s, d), itemsize, isa, buf))
             };
             return;
         }
@@ -755,6 +799,37 @@ mod tests {
         }
     }
 
+    /// Tile buffers smaller than the measured size (the stack fallback when the heap refuses, and
+    /// smaller still) give the same result, with either instruction set.
+    #[test]
+    fn transposes_with_small_buffers_match_the_reference() {
+        for itemsize in [1, 2, 4, 8, 16, 3] {
+            let (ni, nj) = if cfg!(miri) { (13, 11) } else { (150, 141) };
+            let src: Vec<u8> = (0..ni * nj * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
+            let size = itemsize as isize;
+            let (ss, ds) = ([size, ni as isize * size], [nj as isize * size, size]);
+            let mut expect = vec![0u8; ni * nj * itemsize];
+            reference_into(&src, 0, &[ni, nj], &ss, &ds, &mut expect, itemsize);
+            for bytes in [transpose::FALLBACK_BYTES, 40 * itemsize, itemsize] {
+                for isa in [Isa::detect(), Isa::Base] {
+                    let mut got = vec![0u8; expect.len()];
+                    let mut buf = vec![MaybeUninit::<u8>::uninit(); bytes];
+                    let plane = transpose::Plane {
+                        src: src.as_ptr(),
+                        src_ld: ss[1],
+                        dst: got.as_mut_ptr(),
+                        dst_ld: ds[0],
+                        ni,
+                        nj,
+                        stream: false,
+                    };
+                    unsafe { transpose::transpose(plane, itemsize, isa, &mut buf) };
+                    assert!(got == expect, "itemsize {itemsize}, {bytes}-byte buffer, {isa:?}");
+                }
+            }
+        }
+    }
+
     /// A transpose large enough for non-temporal stores, into an aligned and a misaligned
     /// destination (where they cannot be used).
     #[test]
@@ -794,6 +869,6 @@ mod tests {
     #[test]
     fn simplify_merges_compact_layouts() {
         let d = simplify(&[2, 3, 4], &[48, 16, 4], &[48, 16, 4]).unwrap();
-        assert_eq!(d, vec![Dim { n: 24, src: 4, dst: 4 }]);
+        assert_eq!(*d, [Dim { n: 24, src: 4, dst: 4 }]);
     }
 }

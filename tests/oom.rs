@@ -166,9 +166,10 @@ fn filled(shape: &[i64]) -> *mut dlb_tensor {
     t
 }
 
+/// The values of `t` (of any real dtype), as float32, in row-major order.
 fn values(t: *const dlb_tensor) -> Vec<f32> {
     let mut c = null_mut();
-    ok(unsafe { dlb_tensor_copy(t, &mut c) });
+    ok(unsafe { dlb_tensor_cast(t, f32t(), &mut c) });
     let d = dl(c);
     let n: i64 = (0..d.ndim as usize).map(|i| unsafe { *d.shape.add(i) }).product();
     let out = unsafe { std::slice::from_raw_parts(d.data.cast::<f32>(), n as usize) }.to_vec();

@@ -49,10 +49,27 @@ pub(super) const fn tile_edge(itemsize: usize) -> usize {
     }
 }
 
-/// Bytes of tile buffer `transpose` needs for elements of `itemsize` bytes.
+/// Bytes of tile buffer `transpose` needs for full-size tiles of elements of `itemsize` bytes.
 pub(super) const fn buffer_bytes(itemsize: usize) -> usize {
     let edge = tile_edge(itemsize);
     edge * edge * itemsize
+}
+
+/// A tile buffer this small fits on any thread's stack: the fallback when the full-size one
+/// cannot be allocated.
+pub(super) const FALLBACK_BYTES: usize = 16 << 10;
+
+/// The tile edge for a buffer of `bytes` bytes: the measured edge, or less when the buffer is
+/// smaller, a multiple of 8 (every micro-kernel's block edge divides 8), and at least 1.
+fn edge_for(itemsize: usize, bytes: usize) -> usize {
+    let mut edge = tile_edge(itemsize);
+    while edge > 8 && edge * edge * itemsize > bytes {
+        edge -= 8;
+    }
+    while edge > 1 && edge * edge * itemsize > bytes {
+        edge -= 1;
+    }
+    edge
 }
 
 /// A register-block transpose of `R x R` elements.
@@ -66,14 +83,15 @@ trait Micro {
 
 /// Transposes `p` with elements of `itemsize` bytes.
 ///
-/// `buf` is scratch space of at least `buffer_bytes(itemsize)` bytes.
+/// `buf` is scratch space: `buffer_bytes(itemsize)` bytes give the measured tile size, fewer give
+/// smaller tiles (at least one element: `itemsize` bytes).
 ///
 /// # Safety
 /// Every element of the plane is readable at its source address and writable at its destination
 /// address, and the two ranges do not overlap.
 pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa, buf: &mut [MaybeUninit<u8>]) {
-    assert!(buf.len() >= buffer_bytes(itemsize), "transpose buffer too small");
-    let tile = (tile_edge(itemsize), buf.as_mut_ptr().cast::<u8>());
+    assert!(buf.len() >= itemsize, "transpose buffer too small");
+    let tile = (edge_for(itemsize, buf.len()), buf.as_mut_ptr().cast::<u8>());
     // SAFETY (every arm): per this function's contract; AVX2 kernels run only when `isa` says
     // the CPU has AVX2.
     unsafe {
