@@ -1,10 +1,11 @@
 """Every combination of `Tensor.__dlpack__`'s keywords, against a model of the DLPack rules.
 
 stream x max_version x dl_device x copy, for writable, read-only, strided and 0-d tensors:
-about five thousand calls. The model says, for each, whether the call must raise (and what), or
-which capsule must come back (legacy or versioned), whether it shares the tensor's memory, and
-which flags it carries. The C operations behind these calls are fuzzed by fuzz/ (target
-`export`); this is the Python layer's half.
+about five thousand calls. The model (dlpack_rules.py) says, for each, whether the call must raise
+(and what), or which capsule must come back (legacy or versioned), whether it shares the tensor's
+memory, and which flags it carries. The C operations behind these calls are fuzzed by fuzz/
+(target `export`); the atheris target fuzz/python/dlpack_kwargs.py checks the same model against
+values the fuzzer invents.
 """
 
 import itertools
@@ -14,9 +15,8 @@ import pytest
 
 import dlbridge
 
+from dlpack_rules import expected
 from support import managed_info
-
-CUDA = dlbridge.cuda_device_count() > 0
 
 STREAMS = [None, -1, 0, 1, 2, 0x7F00DEAD0000, "default", 1.5]
 MAX_VERSIONS = [None, (0, 9), (1, 0), (1, 3), (2, 0), "1.3", 5]
@@ -36,37 +36,6 @@ def tensors():
     }
 
 
-def expected(kind, stream, max_version, dl_device, copy):
-    """The exception type the call must raise, or a dict describing the capsule."""
-    if copy is not None and copy is not True and copy is not False:
-        return TypeError
-    if max_version is not None and not (isinstance(max_version, tuple) and len(max_version) == 2
-                                        and isinstance(max_version[0], int)):
-        return TypeError
-    if stream is not None:
-        return BufferError  # a CPU tensor takes no stream
-    versioned = max_version is not None and max_version[0] >= 1
-    moved = False
-    if dl_device is not None:
-        if not (isinstance(dl_device, tuple) and len(dl_device) == 2):
-            return TypeError
-        if dl_device[0] != 1:  # every kDLCPU id is the same memory
-            # Another device: only a copy could get there, and without CUDA (or for devices
-            # dlbridge does not handle, or ids that do not exist) none can.
-            if copy is False or not CUDA or dl_device not in ((2, 0), (3, 0)):
-                return BufferError
-            moved = True
-    copied = copy is True or moved
-    read_only = kind == "read-only" and not copied
-    if read_only and not versioned:
-        return BufferError  # the legacy struct cannot say read-only
-    return {"versioned": versioned, "shares": not copied, "read_only": read_only, "copied": copied}
-
-
-def moved_to(dl_device):
-    return dl_device is not None and dl_device[0] != 1
-
-
 CASES = list(itertools.product(STREAMS, MAX_VERSIONS, DL_DEVICES, COPIES))
 
 
@@ -79,7 +48,7 @@ def test_every_keyword_combination_follows_the_rules(kind):
     failures = []
     for stream, max_version, dl_device, copy in CASES:
         call = f"__dlpack__(stream={stream!r}, max_version={max_version!r}, dl_device={dl_device!r}, copy={copy!r})"
-        want = expected(kind, stream, max_version, dl_device, copy)
+        want = expected(stream, max_version, dl_device, copy, read_only=kind == "read-only")
         try:
             capsule = t.__dlpack__(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
         except Exception as e:  # the model says which exception, if any
@@ -89,6 +58,7 @@ def test_every_keyword_combination_follows_the_rules(kind):
         if isinstance(want, type):
             failures.append(f"{call}: returned a capsule; expected {want.__name__}")
             continue
+        device = want.pop("device")
         info = managed_info(capsule)
         got = {
             "versioned": info["versioned"],
@@ -103,7 +73,7 @@ def test_every_keyword_combination_follows_the_rules(kind):
             continue
         # The capsule imports to the same values, on the device asked for.
         back = dlbridge.from_dlpack(capsule)
-        if back.__dlpack_device__() != (dl_device if moved_to(dl_device) else (1, 0)):
+        if back.__dlpack_device__() != device:
             failures.append(f"{call}: imported on {back.device}")
         elif back.device == "cpu" and not np.array_equal(back.numpy(), want_values.numpy()):
             failures.append(f"{call}: values differ")
