@@ -87,15 +87,16 @@ test-rust:
 # Miri checks the unsafe code (the core's unit tests and the C-style integration tests).
 test-miri:
 	rustup component add --toolchain nightly miri rust-src
-	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --lib --test ffi --test stress
+	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --lib --test ffi --test stress --test oom
 
 # 8 threads x 1,000,000 mixed operations on shared tensors, deleters on other threads (tests/stress.rs).
 test-stress:
 	DLB_STRESS_ITERATIONS=100000 $(CARGO) test --release --test stress -- --nocapture
 
-# The cargo-fuzz targets (fuzz/: imports, views and copies, exports), 20 seconds each from the
-# committed seeds; `bash fuzz/run.sh 600` is the 10-minute run.
-test-fuzz:
+# The fuzz targets (fuzz/: cargo-fuzz for imports, views and copies, exports; atheris for the
+# Python __dlpack__ keywords), 20 seconds each from the committed seeds; `bash fuzz/run.sh 600`
+# is the 10-minute run.
+test-fuzz: python-package
 	bash fuzz/run.sh 20
 
 # The stress test and the C-style integration tests under ThreadSanitizer: the library and Rust's

@@ -45,17 +45,9 @@ CUDA_DEVICES = dlbridge.cuda_device_count()
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 # Each a departure of the current dlbridge from the rules above, reported, with its reproducer.
-KNOWN_DEVIATIONS = {
-    "exact-types": (
-        "__dlpack__ checks type(x) is tuple / type(x) is int, so it raises TypeError for a "
-        "namedtuple max_version or dl_device, for an IntEnum major, stream or device id, and for "
-        "an enum device type: t.__dlpack__(dl_device=(torch.utils.dlpack.DLDeviceType.kDLCPU, 0)), "
-        "which is what torch.Tensor.__dlpack_device__() returns"
-    ),
-    "device-wraps": (
-        "a dl_device entry outside int32 wraps silently in the ctypes DLDevice: "
-        "t.__dlpack__(dl_device=(1 + 2**32, 0)) returns a CPU copy instead of raising BufferError"
-    ),
+KNOWN_DEVIATIONS: dict = {
+    # None open. Fixed: "exact-types" (namedtuples, IntEnum ints and enum device types were
+    # TypeError) and "device-wraps" (a dl_device beyond int32 wrapped silently in ctypes).
 }
 
 
@@ -64,11 +56,9 @@ def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def device_type(x: Any, exact: bool = False) -> Union[int, None]:
+def device_type(x: Any) -> Union[int, None]:
     """The device type a dl_device entry names (an int, or an enum member whose value is one), or
-    None when it names none. exact: the current dlbridge's test, `type(x) is int`."""
-    if exact:
-        return x if type(x) is int else None
+    None when it names none."""
     if isinstance(x, enum.Enum):
         x = x.value
     return int(x) if is_int(x) else None
@@ -84,10 +74,6 @@ def reachable(dev: tuple) -> bool:
     return t in (CUDA, CUDA_HOST) and i < CUDA_DEVICES
 
 
-def _wrap32(v: int) -> int:
-    return (v - _INT32_MIN) % (1 << 32) + _INT32_MIN
-
-
 def expected(stream: Any, max_version: Any, dl_device: Any, copy: Any, *, read_only: bool = False,
              device: tuple = (CPU, 0), quirks: Any = ()) -> Any:
     """The exception type the call must raise, or a dict describing the capsule it must return:
@@ -96,13 +82,12 @@ def expected(stream: Any, max_version: Any, dl_device: Any, copy: Any, *, read_o
     tensor; an absent keyword is None."""
     unknown = set(quirks) - set(KNOWN_DEVIATIONS)
     assert not unknown, f"unknown quirks {unknown}"
-    exact = "exact-types" in quirks
 
     def int_ok(x: Any) -> bool:
-        return type(x) is int if exact else is_int(x)
+        return is_int(x)
 
     def tuple_ok(x: Any) -> bool:
-        return type(x) is tuple if exact else isinstance(x, tuple)
+        return isinstance(x, tuple)
 
     if copy is not None and copy is not True and copy is not False:
         return TypeError
@@ -122,7 +107,7 @@ def expected(stream: Any, max_version: Any, dl_device: Any, copy: Any, *, read_o
     if dl_device is not None:
         if not (tuple_ok(dl_device) and len(dl_device) == 2):
             return TypeError
-        dev_type, dev_id = device_type(dl_device[0], exact), dl_device[1]
+        dev_type, dev_id = device_type(dl_device[0]), dl_device[1]
         if dev_type is None or not int_ok(dev_id):
             return TypeError
         dev = (dev_type, int(dev_id))
@@ -130,8 +115,6 @@ def expected(stream: Any, max_version: Any, dl_device: Any, copy: Any, *, read_o
             # Another device: only a copy can get there.
             if copy is False:
                 return BufferError
-            if "device-wraps" in quirks:
-                dev = (_wrap32(dev[0]), _wrap32(dev[1]))
             if not reachable(dev):
                 return BufferError
             target, moved = dev, True

@@ -135,3 +135,54 @@ def test_errors_on_many_threads_carry_their_own_messages():
 
     with ThreadPoolExecutor(n_threads) as pool:
         assert sorted(pool.map(work, range(n_threads))) == list(range(n_threads))
+
+
+def test_device_pairs_beyond_32_bits_are_refused_not_wrapped():
+    """DLDevice's fields are 32-bit; ctypes would wrap (1 + 2**32, 0) to the CPU silently (found
+    by the __dlpack__ fuzz target)."""
+    for device in [(1 + 2**32, 0), (1, 2**32), (2**100, 0), (-(2**31) - 1, 0)]:
+        with pytest.raises(ValueError, match="32-bit"):
+            dlbridge.zeros((2,), device=device)
+    t = dlbridge.zeros((2,))
+    with pytest.raises(ValueError, match="32-bit"):
+        t.to((1 + 2**32, 0))
+    with pytest.raises(BufferError, match="32-bit"):
+        t.__dlpack__(dl_device=(1 + 2**32, 0))
+
+
+def test_dlpack_keywords_take_the_standards_types():
+    """Enum device types (what torch.Tensor.__dlpack_device__ returns), namedtuples and IntEnum
+    ints are what the standard's types allow (found by the __dlpack__ fuzz target)."""
+    import collections
+    import enum
+
+    class Kind(enum.IntEnum):
+        CPU = 1
+
+    class Plain(enum.Enum):
+        CPU = 1
+
+    Pair = collections.namedtuple("Pair", "a b")
+    t = dlbridge.zeros((3,))
+    for dl_device in [(Kind.CPU, 0), (Plain.CPU, 0), Pair(1, 0), (1, Kind.CPU)]:
+        assert np.from_dlpack(_Hand(t.__dlpack__(dl_device=dl_device))).shape == (3,)
+    assert t.__dlpack__(max_version=Pair(Kind.CPU, 0)) is not None
+    torch = pytest.importorskip("torch")
+    t.__dlpack__(dl_device=torch.zeros(1).__dlpack_device__())
+    with pytest.raises(TypeError):
+        t.__dlpack__(dl_device=(True, 0))
+    with pytest.raises(TypeError):
+        t.__dlpack__(max_version=[1, 0])
+
+
+class _Hand:
+    """Hands NumPy one capsule made already."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)

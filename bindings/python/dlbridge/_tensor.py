@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import operator
 import sys
 from ctypes import byref, c_int64, c_void_p
@@ -69,11 +70,37 @@ def _dtype(dtype: Any) -> DLDataType:
     return DLDataType(code, bits, 1)
 
 
+def _is_int(x: Any) -> bool:
+    """An int as the array-API standard means it: int or a subclass (an IntEnum), not bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _device_pair(device: Any) -> Optional[Tuple[int, int]]:
+    """A DLPack (device_type, device_id) pair as two ints, or None when `device` is not one. The
+    type may be an enum member whose value is an int (what `__dlpack_device__` returns in
+    PyTorch and NumPy); tuple subclasses (namedtuples) count as tuples."""
+    if not (isinstance(device, tuple) and len(device) == 2):
+        return None
+    kind, index = device
+    if isinstance(kind, enum.Enum):
+        kind = kind.value
+    if not (_is_int(kind) and _is_int(index)):
+        return None
+    return int(kind), int(index)
+
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
 def _device(device: DeviceLike) -> DLDevice:
     """"cpu", "cuda" (= "cuda:0"), "cuda:N", "cuda_host" (= "cuda_host:0"), "cuda_host:N", a
     torch.device, or a DLPack (device_type, device_id) pair."""
-    if isinstance(device, tuple) and len(device) == 2 and all(isinstance(x, int) for x in device):
-        return DLDevice(device[0], device[1])
+    pair = _device_pair(device)
+    if pair is not None:
+        if not all(_INT32_MIN <= v <= _INT32_MAX for v in pair):
+            # ctypes would wrap them silently into DLDevice's 32-bit fields.
+            raise ValueError(f"device {device!r} does not fit DLPack's 32-bit device type and id")
+        return DLDevice(*pair)
     if not isinstance(device, str):
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(device, torch.device):
@@ -327,18 +354,19 @@ class Tensor:
             raise TypeError(f"copy must be None, True or False, not {copy!r}")
         if max_version is None:
             versioned = False
-        elif type(max_version) is tuple and len(max_version) == 2 and type(max_version[0]) is int:
+        elif isinstance(max_version, tuple) and len(max_version) == 2 and _is_int(max_version[0]):
             versioned = max_version[0] >= 1
         else:
             raise TypeError(f"max_version must be None or a (major, minor) tuple, not {max_version!r}")
         if stream is not None:
             self._check_stream(stream)
         if dl_device is not None:
-            if not (type(dl_device) is tuple and len(dl_device) == 2 and all(type(v) is int for v in dl_device)):
+            pair = _device_pair(dl_device)
+            if pair is None:
                 raise TypeError(f"dl_device must be None or a (device_type, device_id) tuple, not {dl_device!r}")
             own = self.__dlpack_device__()
-            if dl_device != own and not (dl_device[0] == own[0] == CPU):
-                return self._export_to(dl_device, versioned, copy)
+            if pair != own and not (pair[0] == own[0] == CPU):
+                return self._export_to(pair, versioned, copy)
         return _to_capsule(self._h, versioned | (copy is True) << 1)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
@@ -351,7 +379,7 @@ class Tensor:
         device_type = self.__dlpack_device__()[0]
         if device_type == CPU:
             raise BufferError(f"stream must be None for a CPU tensor, got {stream!r}")
-        if type(stream) is not int:
+        if not _is_int(stream):
             raise TypeError(f"stream must be None or an int (a CUDA stream handle), not {type(stream).__name__}")
         if stream == 0:
             raise ValueError("stream=0 is ambiguous and disallowed by DLPack: use 1 (legacy default), 2 (per-thread default) or a stream pointer")
