@@ -17,9 +17,6 @@ pub const ALIGNMENT: usize = 256;
 /// Allocations at least this large ask the kernel for transparent huge pages.
 const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
 const PAGE: usize = 4096;
-/// Allocations at least this large are rounded up to whole pages (glibc's smallest mmap
-/// threshold: smaller requests always come from the heap).
-const LARGE: usize = 128 << 10;
 
 /// Asks for transparent huge pages on a large fresh allocation, as NumPy does: the first touch of
 /// the memory (every copy into a new tensor) then faults 2 MiB at a time instead of 4 KiB, which
@@ -57,10 +54,16 @@ pub fn live_allocations() -> i64 {
 /// A release callback for memory the caller lent us: `release(ctx)`, called exactly once.
 pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
 
+/// A block from the global allocator, in which the storage's aligned memory lies.
+pub struct HostBlock {
+    block: *mut u8,
+    layout: std::alloc::Layout,
+}
+
 /// Who frees the memory when the storage goes.
 pub enum Owner {
     /// dlbridge's own allocation (None when zero bytes were asked for).
-    Host(Option<std::alloc::Layout>),
+    Host(Option<HostBlock>),
     /// Memory lent by the caller of `dlb_tensor_from_data`.
     Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
@@ -152,25 +155,27 @@ impl Storage {
     }
 
     fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Shared<Storage>> {
-        // Large sizes are asked for in whole pages, 256-aligned. glibc serves an aligned
-        // request above its mmap threshold with a fresh mapping and raises the threshold (so
-        // that the next request of that size reuses heap memory) only when the freed chunk is
-        // larger than the request was; it trims the chunk's head to the alignment first. With
-        // page alignment the head is a whole page, the chunk always came back smaller, and every
-        // copy of that size mapped, faulted in and unmapped 16 MiB anew (~520 page faults per
-        // 16 MiB copy, measured). Whole pages at 256-byte alignment leave over 3 KiB to spare.
-        // (memcpy's speed here did not depend on the destination's offset in its page.)
-        let size = if len >= LARGE { len.checked_next_multiple_of(PAGE).unwrap_or(len) } else { len };
-        let layout = std::alloc::Layout::from_size_align(size, ALIGNMENT)
-            .map_err(|_| Error::invalid(format_args!("{len} bytes is more than any allocation can hold")))?;
+        // A plain malloc (alignment 16) of 255 bytes more, aligned to 256 inside the block.
+        // glibc's aligned allocations (posix_memalign, which Rust uses above 16) split a leftover
+        // off each chunk that is never merged back, so a freed 16 MiB block could not serve the
+        // next request of that size: the heap grew by 16 MiB per copy for about 25 copies, and
+        // every copy faulted its destination in afresh (hundreds of page faults per 16 MiB
+        // copy, where NumPy's plain malloc had none). A plain malloc reuses the block.
+        let layout = len
+            .checked_add(ALIGNMENT - 1)
+            .and_then(|size| std::alloc::Layout::from_size_align(size, 16).ok())
+            .ok_or_else(|| {
+                Error::invalid(format_args!("{len} bytes is more than any allocation can hold"))
+            })?;
         // SAFETY: the layout has a non-zero size.
-        let base =
+        let block =
             unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
-        if base.is_null() {
+        if block.is_null() {
             return Err(Error::out_of_memory(format_args!("allocating {len} bytes on {device} failed")));
         }
+        let base = block.wrapping_add(block.align_offset(ALIGNMENT));
         advise_huge_pages(base, len);
-        Storage::new(base, len, device, Owner::Host(Some(layout)))
+        Storage::new(base, len, device, Owner::Host(Some(HostBlock { block, layout })))
     }
 
     /// Takes over memory someone else owns.
@@ -205,9 +210,9 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         match &mut self.owner {
-            Owner::Host(Some(layout)) => {
-                // SAFETY: `base` came from `alloc`/`alloc_zeroed` with this layout.
-                unsafe { std::alloc::dealloc(self.base, *layout) }
+            Owner::Host(Some(HostBlock { block, layout })) => {
+                // SAFETY: `block` came from `alloc`/`alloc_zeroed` with this layout.
+                unsafe { std::alloc::dealloc(*block, *layout) }
             }
             Owner::Host(None) => {}
             Owner::Foreign { release, ctx } => {
