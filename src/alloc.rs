@@ -23,18 +23,23 @@ use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use crate::layout::MAX_NDIM;
 
 /// `Box::new(value)`, or `value` back when the allocation fails.
+#[inline]
 pub fn try_box<T>(value: T) -> Result<Box<T>, T> {
-    let mut one: Vec<T> = Vec::new();
-    if one.try_reserve_exact(1).is_err() {
+    let layout = std::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(Box::new(value)); // allocates nothing
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
         return Err(value);
     }
-    one.push(value);
-    // `try_reserve_exact(1)` on an empty vector allocates exactly one element: the boxed slice
-    // takes the allocation over without shrinking (which could allocate again).
-    debug_assert!(size_of::<T>() == 0 || one.capacity() == 1);
-    let slice: Box<[T]> = one.into_boxed_slice();
-    // SAFETY: a one-element slice has the size, alignment and (allocator) layout of one `T`.
-    Ok(unsafe { Box::from_raw(Box::into_raw(slice).cast::<T>()) })
+    // SAFETY: `p` is a fresh allocation from the global allocator with `T`'s layout, which is
+    // what `Box` owns and frees.
+    unsafe {
+        p.write(value);
+        Ok(Box::from_raw(p))
+    }
 }
 
 /// A shared, immutable value with an atomic reference count, like `Arc<T>`, but created by the

@@ -94,6 +94,8 @@ impl std::fmt::Debug for Dims {
 pub struct Layout {
     dims: Dims,
     numel: usize,
+    /// The bytes reached, validated once here (every use of a layout needs it).
+    span: Option<Span>,
 }
 
 /// The bytes a layout reaches, relative to its first element: `[lo, hi)`. Empty for zero-element
@@ -131,9 +133,9 @@ impl Layout {
                  address space holds"
             )));
         }
-        let layout = Layout { dims: Dims::new(shape, strides)?, numel: numel as usize };
-        layout.span(itemsize)?;
-        Ok(layout)
+        let dims = Dims::new(shape, strides)?;
+        let span = if numel == 0 { None } else { Some(span_of(dims.all(), itemsize)?) };
+        Ok(Layout { dims, numel: numel as usize, span })
     }
 
     pub fn shape(&self) -> &[i64] {
@@ -163,29 +165,31 @@ impl Layout {
         true
     }
 
-    /// The byte range the layout reaches relative to its first element, or None when it has no
-    /// elements. Fails when that range does not fit in `isize`.
-    pub fn span(&self, itemsize: usize) -> Result<Option<Span>> {
-        if self.numel == 0 {
-            return Ok(None);
-        }
-        let (mut lo, mut hi) = (0i128, 0i128);
-        for (&n, &s) in self.shape().iter().zip(self.strides()) {
-            let reach = i128::from(n - 1) * i128::from(s);
-            if reach < 0 { lo += reach } else { hi += reach }
-        }
-        let size = itemsize as i128;
-        let (lo, hi) = (lo * size, (hi + 1) * size);
-        let fits = |v: i128| v >= isize::MIN as i128 && v <= isize::MAX as i128;
-        if !fits(lo) || !fits(hi) || !fits(hi - lo) {
-            return Err(Error::invalid(format_args!(
-                "shape {:?} with strides {:?} reaches more bytes than any address space holds",
-                self.shape(),
-                self.strides()
-            )));
-        }
-        Ok(Some(Span { lo: lo as isize, hi: hi as isize }))
+    /// The byte range the layout reaches relative to its first element (for the item size it was
+    /// validated with), or None when it has no elements.
+    pub fn span(&self) -> Option<Span> {
+        self.span
     }
+}
+
+/// The byte range that shape-then-strides `all` reaches with `itemsize`-byte elements, for a
+/// layout with elements. Fails when that range does not fit in `isize`.
+fn span_of(all: &[i64], itemsize: usize) -> Result<Span> {
+    let (shape, strides) = all.split_at(all.len() / 2);
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for (&n, &s) in shape.iter().zip(strides) {
+        let reach = i128::from(n - 1) * i128::from(s);
+        if reach < 0 { lo += reach } else { hi += reach }
+    }
+    let size = itemsize as i128;
+    let (lo, hi) = (lo * size, (hi + 1) * size);
+    let fits = |v: i128| v >= isize::MIN as i128 && v <= isize::MAX as i128;
+    if !fits(lo) || !fits(hi) || !fits(hi - lo) {
+        return Err(Error::invalid(format_args!(
+            "shape {shape:?} with strides {strides:?} reaches more bytes than any address space holds"
+        )));
+    }
+    Ok(Span { lo: lo as isize, hi: hi as isize })
 }
 
 #[cfg(test)]
@@ -198,7 +202,7 @@ mod tests {
         assert_eq!(l.strides(), &[12, 4, 1]);
         assert!(l.is_contiguous());
         assert_eq!(l.numel(), 24);
-        assert_eq!(l.span(4).unwrap(), Some(Span { lo: 0, hi: 96 }));
+        assert_eq!(l.span(), Some(Span { lo: 0, hi: 96 }));
         let t = Layout::new(&[3, 2], Some(&[1, 3]), 4).unwrap();
         assert!(!t.is_contiguous());
         // Extents of one may carry any stride.
@@ -210,11 +214,11 @@ mod tests {
     #[test]
     fn spans_of_negative_and_zero_strides() {
         let l = Layout::new(&[4], Some(&[-1]), 8).unwrap();
-        assert_eq!(l.span(8).unwrap(), Some(Span { lo: -24, hi: 8 }));
+        assert_eq!(l.span(), Some(Span { lo: -24, hi: 8 }));
         let b = Layout::new(&[5, 3], Some(&[0, 1]), 2).unwrap();
-        assert_eq!(b.span(2).unwrap(), Some(Span { lo: 0, hi: 6 }));
-        assert_eq!(Layout::new(&[0], None, 4).unwrap().span(4).unwrap(), None);
-        assert_eq!(Layout::new(&[], None, 4).unwrap().span(4).unwrap(), Some(Span { lo: 0, hi: 4 }));
+        assert_eq!(b.span(), Some(Span { lo: 0, hi: 6 }));
+        assert_eq!(Layout::new(&[0], None, 4).unwrap().span(), None);
+        assert_eq!(Layout::new(&[], None, 4).unwrap().span(), Some(Span { lo: 0, hi: 4 }));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Tensor {
         owner: Owner,
     ) -> std::result::Result<Tensor, (Error, Owner)> {
         let checked = Layout::new(shape, strides, dtype.itemsize())
-            .and_then(|layout| reached_bytes(data, &layout, dtype).map(|range| (layout, range)));
+            .and_then(|layout| reached_bytes(data, &layout).map(|range| (layout, range)));
         let (layout, (base, len)) = match checked {
             Ok(ok) => ok,
             Err(e) => return Err((e, owner)),
@@ -248,7 +248,7 @@ impl Tensor {
     }
 
     fn address_range(&self) -> Option<(usize, usize)> {
-        let Span { lo, hi } = self.layout.span(self.dtype.itemsize()).ok()??;
+        let Span { lo, hi } = self.layout.span()?;
         let first = self.data as usize;
         Some((first.wrapping_add_signed(lo), first.wrapping_add_signed(hi)))
     }
@@ -256,8 +256,8 @@ impl Tensor {
 
 /// The memory a foreign layout reaches from `data`: `(lowest byte, byte count)`. Fails on NULL
 /// data with elements, and on ranges that would wrap around the address space.
-fn reached_bytes(data: *mut u8, layout: &Layout, dtype: DType) -> Result<(*mut u8, usize)> {
-    let Some(span) = layout.span(dtype.itemsize())? else {
+fn reached_bytes(data: *mut u8, layout: &Layout) -> Result<(*mut u8, usize)> {
+    let Some(span) = layout.span() else {
         return Ok((data, 0));
     };
     if data.is_null() {
@@ -294,7 +294,7 @@ fn check_inside(
     let size = dtype.itemsize() as i128;
     let len = storage.byte_len() as i128;
     let start = first as i128 + shift;
-    let (lo, hi) = match layout.span(dtype.itemsize())? {
+    let (lo, hi) = match layout.span() {
         Some(span) => (start + span.lo as i128, start + span.hi as i128),
         // A view without elements reaches nothing, but its pointer must still lie in the storage.
         None => (start, start),

@@ -213,7 +213,7 @@ fn download(src: &Tensor, dst: &Tensor) -> Result<()> {
     if plan.is_contiguous() {
         return download_bytes(&scope, device_ptr(src.data_ptr()), dst.data_ptr(), plan.bytes(), pinned);
     }
-    let span = src.layout().span(plan.itemsize)?.expect("a tensor with elements has a span");
+    let span = src.layout().span().expect("a tensor with elements has a span");
     let span_len = (span.hi - span.lo) as usize;
     if span_len <= 2 * plan.bytes() {
         // Fetch the whole span, then compact it on the CPU.

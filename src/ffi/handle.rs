@@ -21,17 +21,20 @@ pub struct dlb_tensor {
 impl dlb_tensor {
     /// Boxes a tensor into a handle the caller owns. When the handle cannot be allocated, the
     /// tensor is dropped (releasing its reference) and the error says so.
+    #[inline]
     pub(crate) fn into_raw(tensor: Tensor) -> Result<*mut dlb_tensor> {
         Ok(dlb_tensor::fill(dlb_tensor::reserve()?, tensor))
     }
 
     /// The memory of one handle, allocated ahead, for calls that must not fail once they have
     /// taken something over (memory lent by the caller must not be released on failure).
+    #[inline]
     pub(crate) fn reserve() -> Result<Box<MaybeUninit<dlb_tensor>>> {
         try_box(MaybeUninit::uninit()).map_err(|_| Error::out_of_memory("allocating a tensor handle failed"))
     }
 
     /// Puts `tensor` into reserved handle memory and hands the handle out.
+    #[inline]
     pub(crate) fn fill(slot: Box<MaybeUninit<dlb_tensor>>, tensor: Tensor) -> *mut dlb_tensor {
         let empty = DLTensor {
             data: std::ptr::null_mut(),
