@@ -23,6 +23,7 @@ pub mod dlpack;
 pub mod dtype;
 pub mod error;
 pub mod ffi;
+pub mod host_memory;
 pub mod layout;
 pub mod storage;
 pub mod tensor;

@@ -9,39 +9,11 @@ use crate::alloc::Shared;
 use crate::cuda;
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
+use crate::host_memory::{self, HostBlock};
 
 /// Alignment of every allocation dlbridge makes (DLPack's recommendation; also what JAX needs to
 /// share instead of copy, and what CUDA gives).
 pub const ALIGNMENT: usize = 256;
-
-/// Allocations at least this large ask the kernel for transparent huge pages.
-const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
-const PAGE: usize = 4096;
-
-/// Asks for transparent huge pages on a large fresh allocation, as NumPy does: the first touch of
-/// the memory (every copy into a new tensor) then faults 2 MiB at a time instead of 4 KiB, which
-/// on the machines measured here was the difference between 0.7 and 4+ GB/s for a 256 MiB copy.
-/// Advice only: failure changes nothing.
-fn advise_huge_pages(base: *mut u8, len: usize) {
-    #[cfg(all(target_os = "linux", not(miri)))]
-    if len >= HUGE_PAGE_THRESHOLD {
-        let start = (base as usize).next_multiple_of(PAGE);
-        let end = (base as usize + len) & !(PAGE - 1);
-        if end > start {
-            // SAFETY: the range lies inside an allocation we own; MADV_HUGEPAGE only changes how
-            // the kernel backs it, never its contents or validity.
-            unsafe {
-                libc::madvise(
-                    base.wrapping_add(start - base as usize).cast(),
-                    end - start,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-        }
-    }
-    #[cfg(not(all(target_os = "linux", not(miri))))]
-    let _ = (base, len);
-}
 
 /// Data buffers alive right now: one per `Storage`, whatever its owner.
 static LIVE: AtomicI64 = AtomicI64::new(0);
@@ -53,12 +25,6 @@ pub fn live_allocations() -> i64 {
 
 /// A release callback for memory the caller lent us: `release(ctx)`, called exactly once.
 pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
-
-/// A block from the global allocator, in which the storage's aligned memory lies.
-pub struct HostBlock {
-    block: *mut u8,
-    layout: std::alloc::Layout,
-}
 
 /// Who frees the memory when the storage goes.
 pub enum Owner {
@@ -155,27 +121,10 @@ impl Storage {
     }
 
     fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Shared<Storage>> {
-        // A plain malloc (alignment 16) of 255 bytes more, aligned to 256 inside the block.
-        // glibc's aligned allocations (posix_memalign, which Rust uses above 16) split a leftover
-        // off each chunk that is never merged back, so a freed 16 MiB block could not serve the
-        // next request of that size: the heap grew by 16 MiB per copy for about 25 copies, and
-        // every copy faulted its destination in afresh (hundreds of page faults per 16 MiB
-        // copy, where NumPy's plain malloc had none). A plain malloc reuses the block.
-        let layout = len
-            .checked_add(ALIGNMENT - 1)
-            .and_then(|size| std::alloc::Layout::from_size_align(size, 16).ok())
-            .ok_or_else(|| {
-                Error::invalid(format_args!("{len} bytes is more than any allocation can hold"))
-            })?;
-        // SAFETY: the layout has a non-zero size.
-        let block =
-            unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
-        if block.is_null() {
+        let Some(block) = host_memory::allocate(len, zeroed) else {
             return Err(Error::out_of_memory(format_args!("allocating {len} bytes on {device} failed")));
-        }
-        let base = block.wrapping_add(block.align_offset(ALIGNMENT));
-        advise_huge_pages(base, len);
-        Storage::new(base, len, device, Owner::Host(Some(HostBlock { block, layout })))
+        };
+        Storage::new(block.base(), len, device, Owner::Host(Some(block)))
     }
 
     /// Takes over memory someone else owns.
@@ -210,11 +159,11 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         match &mut self.owner {
-            Owner::Host(Some(HostBlock { block, layout })) => {
-                // SAFETY: `block` came from `alloc`/`alloc_zeroed` with this layout.
-                unsafe { std::alloc::dealloc(*block, *layout) }
+            Owner::Host(block) => {
+                if let Some(block) = block.take() {
+                    host_memory::release(block);
+                }
             }
-            Owner::Host(None) => {}
             Owner::Foreign { release, ctx } => {
                 if let Some(release) = release.take() {
                     // SAFETY: the lender asked for exactly this call, once, on any thread.
