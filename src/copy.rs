@@ -22,6 +22,7 @@ mod transpose;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
+use crate::alloc::PerAxis;
 use crate::layout::MAX_NDIM;
 
 /// Copies of at least this many bytes are split across threads. Measured on the 2-core machine
@@ -54,7 +55,7 @@ macro_rules! dispatch_size {
 }
 
 /// One dimension of a copy: extent, source stride and destination stride (strides in bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Dim {
     n: usize,
     src: isize,
@@ -62,33 +63,7 @@ struct Dim {
 }
 
 /// Up to `MAX_NDIM` dimensions, on the stack: copies allocate nothing.
-#[derive(Clone, Copy)]
-struct Dims {
-    len: usize,
-    dims: [Dim; MAX_NDIM],
-}
-
-impl Dims {
-    const EMPTY: Dims = Dims { len: 0, dims: [Dim { n: 1, src: 0, dst: 0 }; MAX_NDIM] };
-
-    fn push(&mut self, d: Dim) {
-        self.dims[self.len] = d;
-        self.len += 1;
-    }
-}
-
-impl std::ops::Deref for Dims {
-    type Target = [Dim];
-    fn deref(&self) -> &[Dim] {
-        &self.dims[..self.len]
-    }
-}
-
-impl std::ops::DerefMut for Dims {
-    fn deref_mut(&mut self) -> &mut [Dim] {
-        &mut self.dims[..self.len]
-    }
-}
+type Dims = PerAxis<Dim>;
 
 /// Drops extents of one, orders dimensions by decreasing destination stride, and merges
 /// neighbours that are contiguous in both layouts. Returns None when there is nothing to copy.
@@ -99,14 +74,13 @@ fn simplify(shape: &[usize], src: &[isize], dst: &[isize]) -> Option<Dims> {
     if shape.contains(&0) {
         return None;
     }
-    let mut dims = Dims::EMPTY;
+    let mut dims = Dims::new();
     for i in (0..shape.len()).filter(|&i| shape[i] != 1) {
-        assert!(dims.len < MAX_NDIM, "a copy of more than {MAX_NDIM} dimensions");
         dims.push(Dim { n: shape[i], src: src[i], dst: dst[i] });
     }
     // Unstable: the stable sort allocates. The order of equal strides does not matter.
     dims.sort_unstable_by_key(|d| std::cmp::Reverse(d.dst.unsigned_abs()));
-    let mut merged = Dims::EMPTY;
+    let mut merged = Dims::new();
     for &d in dims.iter() {
         if let Some(outer) = merged.last_mut() {
             let n = d.n as isize;
@@ -216,7 +190,7 @@ unsafe fn in_pieces(
     let step = outer.n.div_ceil(threads);
     // The piece starting at index `start` of the outermost dimension.
     let piece = |start: usize| {
-        let mut piece = Dims::EMPTY;
+        let mut piece = Dims::new();
         dims.iter().for_each(|&d| piece.push(d));
         piece[0].n = step.min(outer.n - start);
         piece
@@ -332,7 +306,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
         // A transpose: some outer dimension is the source's contiguous one.
         if let Some(k) = outer.iter().rposition(|d| d.src == size) {
             let across = outer[k];
-            let mut rest = Dims::EMPTY;
+            let mut rest = Dims::new();
             outer.iter().enumerate().filter(|&(i, _)| i != k).for_each(|(_, &d)| rest.push(d));
             let plane = |s, d| transpose::Plane {
                 src: s,

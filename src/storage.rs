@@ -1,6 +1,7 @@
-//! Storage: the memory behind tensors, shared through [`Shared`] (a fallible `Arc`). An alias, a view and an exported
-//! DLPack tensor each hold one reference; the memory (or the foreign release, or the producer's
-//! deleter) goes exactly once, when the last reference goes, on whichever thread that is.
+//! Storage: the memory behind tensors, shared through [`Shared`] (a fallible `Arc`). An alias, a
+//! view and an exported DLPack tensor each hold one reference; the memory (or the foreign
+//! release, or the producer's deleter) goes exactly once, when the last reference goes, on
+//! whichever thread that is.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicI64, Ordering};
