@@ -127,6 +127,9 @@ UNDER_AN_ADDRESS_SPACE_LIMIT = """
         with open("/proc/self/statm") as f:
             return int(f.read().split()[0]) * resource.getpagesize()
 
+    # Python needs memory of its own to handle the MemoryError (tracebacks, frames): 16 MiB of
+    # ballast, made before the limit and dropped first thing, gives it that room.
+    ballast = bytearray(16 << 20)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (address_space() + (96 << 20), hard))
 
@@ -143,7 +146,7 @@ UNDER_AN_ADDRESS_SPACE_LIMIT = """
             made += 1
         raise SystemExit("memory never ran out")
     except MemoryError:
-        pass
+        del ballast
     for i in range(made):
         held[i] = None
     del held
