@@ -8,9 +8,12 @@
 //! Import: ownership is taken first (dlpark's `Managed`, whose `Drop` runs the producer's
 //! deleter), then every field is validated before anything is trusted; a refusal drops the
 //! `Managed`, so the deleter has run by the time the caller sees the error. Our own exports are
-//! recognised by their deleter and re-imported onto the storage they already reference: the
-//! import takes the export's storage reference over and frees the block itself, so a round trip
-//! adds no data allocation and touches the reference count only for the export.
+//! recognised by their deleter and taken apart instead: each block keeps the tensor it was made
+//! from (one storage reference), and a re-import whose fields are still exactly what the export
+//! wrote takes that tensor back unchanged, with nothing to validate. A consumer may have changed
+//! the fields (nothing stops it); then they are validated like any foreign tensor's and laid onto
+//! the block's storage. Either way the import frees the block itself, so a round trip adds no
+//! data allocation and touches the reference count only for the export.
 
 use dlpark::{Managed, ManagedTensorBase};
 
@@ -18,12 +21,11 @@ use crate::abi::{
     DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR, DLPACK_MINOR, DLPackVersion, DLTensor,
     DlpackFlags, FLAG_IS_COPIED, FLAG_READ_ONLY,
 };
-use crate::alloc::Shared;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::check_ndim;
-use crate::storage::{Owner, Storage};
+use crate::storage::Owner;
 use crate::tensor::Tensor;
 
 type DeleterV = unsafe extern "C" fn(*mut DLManagedTensorVersioned);
@@ -85,38 +87,82 @@ impl ManagedKind for DLManagedTensor {
 }
 
 /// The head of one export block: the managed struct first (so a pointer to it is a pointer to the
-/// whole block), then what it keeps alive. `2 * ndim` `i64`s follow it in the same allocation:
-/// the shape, then the strides.
+/// whole block), then the tensor it was made from, which keeps the storage alive. `2 * ndim`
+/// `i64`s follow it in the same allocation: the shape, then the strides, which the managed
+/// struct points at (the tensor's own dims are never lent to the consumer, who could write them).
 #[repr(C)]
 struct Export<M> {
     managed: M,
-    storage: Shared<Storage>,
+    tensor: Tensor,
     ndim: usize,
 }
 
-impl<M> Export<M> {
+impl<M: ManagedKind> Export<M> {
     /// The block for a tensor of `ndim` dimensions, and where its dims start.
     fn layout(ndim: usize) -> (std::alloc::Layout, usize) {
-        std::alloc::Layout::new::<Export<M>>()
-            .extend(std::alloc::Layout::array::<i64>(2 * ndim).expect("ndim is at most 64"))
-            .expect("a block of a few hundred bytes")
+        // The head's size is a multiple of its alignment (8), so the dims follow it directly.
+        const { assert!(size_of::<Export<M>>().is_multiple_of(align_of::<i64>()) && align_of::<Export<M>>() >= 8) };
+        let dims_at = size_of::<Export<M>>();
+        let size = dims_at + 2 * ndim * size_of::<i64>();
+        // SAFETY: the alignment is a power of two, and `ndim <= 64` keeps the size a few hundred
+        // bytes, far from overflowing `isize`.
+        (unsafe { std::alloc::Layout::from_size_align_unchecked(size, align_of::<Export<M>>()) }, dims_at)
     }
 
-    /// Moves the block's storage reference out to the caller. The block must then be freed
-    /// with `dealloc`, never with the deleter (which would release the reference again).
+    /// Moves the block's tensor out to the caller. The block must then be freed with `dealloc`,
+    /// never with the deleter (which would drop the tensor again).
     ///
     /// # Safety
-    /// `block` came from `export::<M>`, its deleter has not run, and its storage has not been
+    /// `block` came from `export::<M>`, its deleter has not run, and its tensor has not been
     /// taken yet.
-    unsafe fn take_storage(block: *mut Export<M>) -> Shared<Storage> {
+    unsafe fn take_tensor(block: *mut Export<M>) -> Tensor {
         // SAFETY: per the function contract the field is initialised and read (moved) once.
-        unsafe { std::ptr::read(&raw const (*block).storage) }
+        unsafe { std::ptr::read(&raw const (*block).tensor) }
     }
 
-    /// Frees the block's memory; its storage must have been taken.
+    /// Whether the managed struct still says exactly what `export` wrote for `tensor`: same
+    /// data, device, dtype, flags, dims pointers and dims. Then `tensor` (validated when it was
+    /// made) is what the struct describes, and a re-import can take it as it is.
     ///
     /// # Safety
-    /// As for `take_storage`, after it; nothing uses the block (shape and strides included)
+    /// As for `take_tensor`; `tensor` is the block's tensor.
+    unsafe fn untouched(block: *mut Export<M>, tensor: &Tensor) -> bool {
+        // SAFETY: per the function contract the block is live; its dims are `2 * ndim` i64s.
+        let (m, ndim, dims) = unsafe {
+            let ndim = (*block).ndim;
+            (&(*block).managed, ndim, block.cast::<u8>().add(Export::<M>::layout(ndim).1).cast::<i64>())
+        };
+        let dl = m.tensor();
+        let expected_data = if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data_ptr() };
+        let (device, dtype) = (tensor.device().to_dl(), tensor.dtype().to_dl());
+        let (shape, strides) = if ndim == 0 {
+            (std::ptr::null_mut(), std::ptr::null_mut())
+        } else {
+            (dims, dims.wrapping_add(ndim))
+        };
+        let fields = dl.data.cast::<u8>() == expected_data
+            && dl.device.device_type.0 == device.device_type.0
+            && dl.device.device_id == device.device_id
+            && dl.ndim as usize == ndim
+            && (dl.dtype.code.0, dl.dtype.bits, dl.dtype.lanes) == (dtype.code.0, dtype.bits, dtype.lanes)
+            && dl.shape == shape
+            && dl.strides == strides
+            && dl.byte_offset == 0
+            && m.read_only() == tensor.is_read_only();
+        // SAFETY: the pointers were just seen to be the block's own dims.
+        // (Compared value by value: `==` on the slices calls memcmp, which costs more than the
+        // handful of values it would compare.)
+        let same = |ours: *const i64, theirs: &[i64]| {
+            // SAFETY: `ours` is `ndim` dims in the block, and `theirs` has `ndim` values.
+            theirs.iter().enumerate().all(|(i, &v)| unsafe { *ours.add(i) } == v)
+        };
+        fields && same(shape, tensor.shape()) && same(strides, tensor.strides())
+    }
+
+    /// Frees the block's memory; its tensor must have been taken.
+    ///
+    /// # Safety
+    /// As for `take_tensor`, after it; nothing uses the block (shape and strides included)
     /// afterwards.
     unsafe fn dealloc(block: *mut Export<M>) {
         // SAFETY: per the function contract; `ndim` is plain data, and the memory is freed with
@@ -137,16 +183,16 @@ unsafe extern "C" fn delete_legacy(mt: *mut DLManagedTensor) {
 
 /// # Safety
 /// `mt` is NULL or a block made by `export::<M>` whose deleter has not run yet.
-unsafe fn free_export<M>(mt: *mut M) {
+unsafe fn free_export<M: ManagedKind>(mt: *mut M) {
     if mt.is_null() {
         return;
     }
     // A deleter must never unwind into its caller (C, or a Python runtime without the GIL).
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let block = mt.cast::<Export<M>>();
-        // SAFETY: per the function contract; dropping the reference may free the storage.
+        // SAFETY: per the function contract; dropping the tensor may free the storage.
         unsafe {
-            drop(Export::take_storage(block));
+            drop(Export::take_tensor(block));
             Export::dealloc(block);
         }
     }));
@@ -155,12 +201,10 @@ unsafe fn free_export<M>(mt: *mut M) {
 /// Exports `t`: shared (`copy == false`, READ_ONLY when `t` is read-only) or a fresh row-major
 /// copy (IS_COPIED). The caller owns the returned struct and must call its deleter once.
 pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
-    let copied;
     let (src, flags) = if copy {
-        copied = t.copy()?;
-        (&copied, FLAG_IS_COPIED)
+        (t.copy()?, FLAG_IS_COPIED)
     } else {
-        (t, if t.is_read_only() { FLAG_READ_ONLY } else { 0 })
+        (t.clone(), if t.is_read_only() { FLAG_READ_ONLY } else { 0 })
     };
     let ndim = src.shape().len();
     let (layout, dims_at) = Export::<M>::layout(ndim);
@@ -175,6 +219,11 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
     } else {
         (dims, dims.wrapping_add(ndim))
     };
+    // SAFETY: the block is fresh and has room for `2 * ndim` dims at `dims`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.shape().as_ptr(), dims, ndim);
+        std::ptr::copy_nonoverlapping(src.strides().as_ptr(), dims.wrapping_add(ndim), ndim);
+    }
     let head = Export {
         managed: M::ours(
             DLTensor {
@@ -189,17 +238,12 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
             },
             flags,
         ),
-        storage: src.storage().clone(),
+        tensor: src,
         ndim,
     };
-    // SAFETY: the block is fresh, aligned for `Export<M>` and `i64`, and has room for the head
-    // and `2 * ndim` dims after it; the pointers in the head point into the same block, which
-    // lives until the deleter (or an import) frees it.
-    unsafe {
-        block.cast::<Export<M>>().write(head);
-        std::ptr::copy_nonoverlapping(src.shape().as_ptr(), dims, ndim);
-        std::ptr::copy_nonoverlapping(src.strides().as_ptr(), dims.wrapping_add(ndim), ndim);
-    }
+    // SAFETY: the block is fresh and aligned for `Export<M>`; the pointers in the head point into
+    // the same block, which lives until the deleter (or an import) frees it.
+    unsafe { block.cast::<Export<M>>().write(head) };
     Ok(block.cast::<M>())
 }
 
@@ -243,69 +287,94 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
         other => Error::invalid(format_args!("{other}")),
     })?;
     // SAFETY: `managed` owns a non-NULL struct of the right major version.
-    let m: &M = unsafe { &*managed.as_ptr() };
-    let dl = *m.tensor();
-    let ndim = check_ndim(dl.ndim)?;
-    let dtype = DType::from_dl(dl.dtype)?;
-    let device = Device::from_dl(dl.device)?;
-    if ndim > 0 && dl.shape.is_null() {
-        return Err(Error::invalid(format_args!("shape is NULL but ndim is {ndim}")));
-    }
-    let requires_strides = m.requires_strides();
-    if ndim > 0 && dl.strides.is_null() && requires_strides {
-        return Err(Error::invalid(
-            "strides is NULL, which DLPack 1.2 and later forbid for ndim > 0 (producer claims version 1.2+)",
-        ));
-    }
-    // SAFETY: non-NULL and, per the producer's contract, `ndim` entries long.
-    let shape: &[i64] = if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(dl.shape, ndim) } };
-    let strides: Option<&[i64]> = if ndim == 0 || dl.strides.is_null() {
-        None
-    } else {
-        // SAFETY: as for shape.
-        Some(unsafe { std::slice::from_raw_parts(dl.strides, ndim) })
-    };
-    let offset =
-        usize::try_from(dl.byte_offset).ok().filter(|&o| (dl.data as usize).checked_add(o).is_some());
-    let Some(offset) = offset else {
-        return Err(Error::invalid(format_args!(
-            "byte_offset {} overflows the data pointer",
-            dl.byte_offset
-        )));
-    };
-    let first = dl.data.cast::<u8>().wrapping_add(offset);
-    let read_only = m.read_only();
-    if m.is_ours() {
-        // The block is ours to free: the tensor takes over its storage reference (no count
-        // change), its layout is copied out of the block first, then the block goes, exactly as
-        // its deleter would have freed it.
+    if unsafe { &*managed.as_ptr() }.is_ours() {
+        // The block is ours to free: the tensor inside it comes out (no count change), then the
+        // block goes, exactly as its deleter would have freed it.
         let block = managed.into_raw().cast::<Export<M>>();
-        // SAFETY: `is_ours` proves the block is a live `Export<M>` whose storage is still there.
-        let storage = unsafe { Export::take_storage(block) };
-        let tensor = if storage.device() != device {
-            Err(Error::invalid("the device of one of our exports was changed"))
+        // SAFETY: `is_ours` proves the block is a live `Export<M>` whose tensor is still there.
+        let exported = unsafe { Export::take_tensor(block) };
+        // SAFETY: as above; the tensor is the block's.
+        let tensor = if unsafe { Export::untouched(block, &exported) } {
+            Ok(exported)
         } else {
-            // Copies `shape` and `strides` (which point into the block) into the tensor.
-            Tensor::on_storage(storage, first, shape, strides, dtype, read_only)
+            // SAFETY: as above; the fields are read (and copied) before the block is freed.
+            let m: &M = unsafe { &*block.cast::<M>() };
+            Fields::read(m).and_then(|f| {
+                if exported.device() != f.device {
+                    return Err(Error::invalid("the device of one of our exports was changed"));
+                }
+                Tensor::on_storage(exported.into_storage(), f.first, f.shape, f.strides, f.dtype, f.read_only)
+            })
         };
-        // SAFETY: the storage was taken above, and nothing reads the block any more.
+        // SAFETY: the tensor was taken above, and nothing reads the block any more.
         unsafe { Export::dealloc(block) };
         return tensor;
     }
+    // SAFETY: as above.
+    let f = Fields::read(unsafe { &*managed.as_ptr() })?;
     let owner = Owner::Imported(managed.into_deleter());
     // SAFETY: the producer keeps the memory valid until its deleter runs; the layout is
     // validated against it here before anything reads it.
-    unsafe { Tensor::from_borrowed(first, shape, strides, dtype, device, read_only, owner) }.map_err(
-        |(e, owner)| {
+    unsafe { Tensor::from_borrowed(f.first, f.shape, f.strides, f.dtype, f.device, f.read_only, owner) }
+        .map_err(|(e, owner)| {
             drop(owner); // runs the producer's deleter now, as the contract promises
             e
-        },
-    )
+        })
+}
+
+/// The fields of a managed tensor, each checked on its own (the layout is validated by whoever
+/// builds the tensor): a known dtype and device, non-NULL dims where the rank needs them, and a
+/// byte offset that does not overflow the data pointer.
+struct Fields<'a> {
+    first: *mut u8,
+    shape: &'a [i64],
+    strides: Option<&'a [i64]>,
+    dtype: DType,
+    device: Device,
+    read_only: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn read<M: ManagedKind>(m: &'a M) -> Result<Fields<'a>> {
+        let dl = *m.tensor();
+        let ndim = check_ndim(dl.ndim)?;
+        let dtype = DType::from_dl(dl.dtype)?;
+        let device = Device::from_dl(dl.device)?;
+        if ndim > 0 && dl.shape.is_null() {
+            return Err(Error::invalid(format_args!("shape is NULL but ndim is {ndim}")));
+        }
+        if ndim > 0 && dl.strides.is_null() && m.requires_strides() {
+            return Err(Error::invalid(
+                "strides is NULL, which DLPack 1.2 and later forbid for ndim > 0 (producer claims version 1.2+)",
+            ));
+        }
+        // SAFETY: non-NULL and, per the producer's contract, `ndim` entries long and valid while
+        // the managed tensor is.
+        let shape: &[i64] =
+            if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(dl.shape, ndim) } };
+        let strides: Option<&[i64]> = if ndim == 0 || dl.strides.is_null() {
+            None
+        } else {
+            // SAFETY: as for shape.
+            Some(unsafe { std::slice::from_raw_parts(dl.strides, ndim) })
+        };
+        let offset =
+            usize::try_from(dl.byte_offset).ok().filter(|&o| (dl.data as usize).checked_add(o).is_some());
+        let Some(offset) = offset else {
+            return Err(Error::invalid(format_args!(
+                "byte_offset {} overflows the data pointer",
+                dl.byte_offset
+            )));
+        };
+        let first = dl.data.cast::<u8>().wrapping_add(offset);
+        Ok(Fields { first, shape, strides, dtype, device, read_only: m.read_only() })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alloc::Shared;
     use crate::error::ErrorKind;
 
     #[test]
@@ -352,6 +421,58 @@ mod tests {
             unsafe { ((*mt).deleter.unwrap())(mt) };
             assert_eq!(Shared::count(t.storage()), 2);
         }
+    }
+
+    /// A consumer may write into one of our exports before handing it back. The re-import then
+    /// validates the fields like a foreign tensor's, against the block's storage, and never
+    /// takes the tensor the export was made from.
+    #[test]
+    fn reimports_of_changed_exports_are_validated_again() {
+        let t = Tensor::empty(&[4, 6], DType::F32, Device::CPU, true).unwrap();
+        let v = t.view(&[3, 2], Some(&[6, 2]), 1).unwrap();
+        type Edit = fn(&mut DLManagedTensorVersioned);
+        /// What is changed, how, and the shape and strides the re-import then has (None: refused).
+        type Change = (&'static str, Edit, Option<(&'static [i64], &'static [i64])>);
+        let changes: [Change; 8] = [
+            ("nothing", |_| {}, Some((&[3, 2], &[6, 2]))),
+            ("a shape value", |m| unsafe { *m.dl_tensor.shape = 2 }, Some((&[2, 2], &[6, 2]))),
+            ("a stride value", |m| unsafe { *m.dl_tensor.strides.add(1) = 1 }, Some((&[3, 2], &[6, 1]))),
+            ("the strides, to NULL", |m| m.dl_tensor.strides = std::ptr::null_mut(), None),
+            ("the shape, past the storage", |m| unsafe { *m.dl_tensor.shape = 5 }, None),
+            (
+                "the data pointer, past the storage",
+                |m| m.dl_tensor.data = m.dl_tensor.data.wrapping_add(96),
+                None,
+            ),
+            ("the byte offset", |m| m.dl_tensor.byte_offset = 4, Some((&[3, 2], &[6, 2]))),
+            ("the device", |m| m.dl_tensor.device.device_id = 1, None),
+        ];
+        for (what, edit, expected) in changes {
+            let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+            edit(unsafe { &mut *mt });
+            let back = unsafe { import(mt) };
+            match expected {
+                Some((shape, strides)) => {
+                    let back = back.unwrap_or_else(|e| panic!("{what}: {}", e.message));
+                    assert_eq!((back.shape(), back.strides()), (shape, strides), "{what}");
+                    assert!(Shared::ptr_eq(back.storage(), t.storage()), "{what}");
+                }
+                None => assert_eq!(back.unwrap_err().kind, ErrorKind::InvalidArgument, "{what}"),
+            }
+            assert_eq!(Shared::count(t.storage()), 2, "{what}: the export's reference was not released once");
+        }
+        // The byte offset moves the first element; the dtype is taken as written, and the
+        // read-only flag is honoured.
+        let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+        unsafe {
+            (*mt).dl_tensor.byte_offset = 8;
+            (*mt).dl_tensor.dtype.code = crate::abi::DLDataTypeCode(crate::dtype::code::INT);
+            (*mt).flags = DlpackFlags::from_bits_retain(FLAG_READ_ONLY);
+        }
+        let back = unsafe { import(mt) }.unwrap();
+        assert_eq!(back.data_ptr(), v.data_ptr().wrapping_add(8));
+        assert_eq!(back.dtype().to_dl().code.0, crate::dtype::code::INT);
+        assert!(back.is_read_only());
     }
 
     #[test]

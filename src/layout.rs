@@ -15,16 +15,6 @@ pub fn check_ndim(ndim: i32) -> Result<usize> {
     }
 }
 
-/// Row-major strides (in elements) for `shape`. Callers validate the shape first; the product
-/// saturates only past sizes no allocation can have, where it no longer matters.
-fn fill_row_major(shape: &[i64], strides: &mut [i64]) {
-    let mut acc: i64 = 1;
-    for (stride, &n) in strides.iter_mut().zip(shape).rev() {
-        *stride = acc;
-        acc = acc.saturating_mul(n.max(1));
-    }
-}
-
 /// Ranks up to this keep their shape and strides inside the layout itself.
 const INLINE_NDIM: usize = 4;
 
@@ -33,49 +23,83 @@ const INLINE_NDIM: usize = 4;
 /// tens of nanoseconds, where each malloc counts. Larger ranks keep them in one shared block,
 /// which aliases share instead of copying. A handle's DLTensor points into the dims, which is
 /// safe because a handle never moves its tensor (see `ffi::handle`).
+///
+/// The tag and `ndim` are 4 bytes each, so that the dims start 8 bytes in and a tensor stays
+/// within 128 bytes, which the compiler moves with a few vector loads and stores instead of a
+/// call to `memcpy` (handles are filled by moves, and a round trip makes several).
 #[derive(Clone)]
+#[repr(u32)]
 enum Dims {
-    Inline { ndim: u8, all: [i64; 2 * INLINE_NDIM] },
+    Inline {
+        ndim: u32,
+        shape: [i64; INLINE_NDIM],
+        strides: [i64; INLINE_NDIM],
+    },
+    /// The shape, then the strides.
     Shared(Shared<Vec<i64>>),
 }
 
 impl Dims {
-    /// `shape`, and the strides given (or row-major ones).
+    /// `shape`, and the strides given (or row-major ones; their product saturates only for
+    /// zero-element shapes, whose strides nothing steps along).
+    #[inline]
     fn new(shape: &[i64], strides: Option<&[i64]>) -> Result<Dims> {
         let n = shape.len();
-        let fill = |all: &mut [i64]| {
-            let (sh, st) = all.split_at_mut(n);
-            sh.copy_from_slice(shape);
-            match strides {
-                Some(s) => st.copy_from_slice(s),
-                None => fill_row_major(shape, st),
+        let row_major = |st: &mut [i64]| {
+            let mut acc: i64 = 1;
+            for (stride, &e) in st.iter_mut().zip(shape).rev() {
+                *stride = acc;
+                acc = acc.saturating_mul(e.max(1));
             }
         };
         if n <= INLINE_NDIM {
-            let mut all = [0i64; 2 * INLINE_NDIM];
-            fill(&mut all[..2 * n]);
-            return Ok(Dims::Inline { ndim: n as u8, all });
+            // Picked one by one over the fixed capacity, which compiles to a few loads and
+            // stores; a copy of `n` values would be a call to memcpy.
+            let pick = |from: &[i64]| std::array::from_fn(|i| from.get(i).copied().unwrap_or(0));
+            let strides = match strides {
+                Some(s) => pick(s),
+                None => {
+                    let mut st = [0; INLINE_NDIM];
+                    row_major(&mut st[..n]);
+                    st
+                }
+            };
+            return Ok(Dims::Inline { ndim: n as u32, shape: pick(shape), strides });
         }
         let oom = || Error::out_of_memory("allocating the shape and strides of a tensor failed");
         let mut all = Vec::new();
         all.try_reserve_exact(2 * n).map_err(|_| oom())?;
-        all.resize(2 * n, 0);
-        fill(&mut all);
+        all.extend_from_slice(shape);
+        match strides {
+            Some(s) => all.extend_from_slice(s),
+            None => {
+                all.resize(2 * n, 0);
+                row_major(&mut all[n..]);
+            }
+        }
         Shared::try_new(all).map(Dims::Shared).map_err(|_| oom())
     }
 
-    /// Shape and strides, one after the other.
-    fn all(&self) -> &[i64] {
+    #[inline]
+    fn shape(&self) -> &[i64] {
         match self {
-            Dims::Inline { ndim, all } => &all[..2 * *ndim as usize],
-            Dims::Shared(all) => all,
+            Dims::Inline { ndim, shape, .. } => &shape[..*ndim as usize],
+            Dims::Shared(all) => &all[..all.len() / 2],
+        }
+    }
+
+    #[inline]
+    fn strides(&self) -> &[i64] {
+        match self {
+            Dims::Inline { ndim, strides, .. } => &strides[..*ndim as usize],
+            Dims::Shared(all) => &all[all.len() / 2..],
         }
     }
 }
 
 impl PartialEq for Dims {
     fn eq(&self, other: &Self) -> bool {
-        self.all() == other.all()
+        self.shape() == other.shape() && self.strides() == other.strides()
     }
 }
 
@@ -83,7 +107,7 @@ impl Eq for Dims {}
 
 impl std::fmt::Debug for Dims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.all().fmt(f)
+        f.debug_struct("Dims").field("shape", &self.shape()).field("strides", &self.strides()).finish()
     }
 }
 
@@ -94,8 +118,9 @@ impl std::fmt::Debug for Dims {
 pub struct Layout {
     dims: Dims,
     numel: usize,
-    /// The bytes reached, validated once here (every use of a layout needs it).
-    span: Option<Span>,
+    /// The bytes reached, validated once here (every use of a layout needs it); meaningless
+    /// (zero) when the layout has no elements.
+    span: Span,
 }
 
 /// The bytes a layout reaches, relative to its first element: `[lo, hi)`. Empty for zero-element
@@ -108,44 +133,51 @@ pub struct Span {
 
 impl Layout {
     /// Validates `shape` and `strides` (None = row-major) for elements of `itemsize` bytes.
+    ///
+    /// This runs in every view, import and allocation, so it makes one pass over the extents
+    /// with word-sized arithmetic and leaves the messages to cold functions.
     pub fn new(shape: &[i64], strides: Option<&[i64]>, itemsize: usize) -> Result<Layout> {
         if shape.len() > MAX_NDIM {
-            return Err(Error::invalid(format_args!("ndim is {}; it must lie in 0..=64", shape.len())));
-        }
-        if let Some((axis, &n)) = shape.iter().enumerate().find(|&(_, &n)| n < 0) {
-            return Err(Error::invalid(format_args!("shape[{axis}] is {n}; extents must be >= 0")));
+            return Err(too_many_dims(shape.len()));
         }
         debug_assert!(strides.is_none_or(|s| s.len() == shape.len()));
-        let mut numel: u128 = 1;
-        for &n in shape {
-            numel = numel.saturating_mul(n as u128);
+        // The element count: wrapping, with a flag, so that the loop has no early exits. An
+        // extent of zero makes any count (even one that overflowed on the way) zero.
+        let (mut numel, mut overflow, mut negative, mut empty) = (1u64, false, false, false);
+        for &e in shape {
+            let (product, o) = numel.overflowing_mul(e as u64);
+            numel = product;
+            overflow |= o;
+            negative |= e < 0;
+            empty |= e == 0;
         }
-        let nbytes = numel.saturating_mul(itemsize as u128);
-        if nbytes == u128::MAX {
-            return Err(Error::invalid(format_args!(
-                "shape {shape:?} with {itemsize}-byte elements needs over 2^128 bytes, more than \
-                 any address space holds"
-            )));
+        if negative {
+            return Err(negative_extent(shape));
         }
-        if nbytes > isize::MAX as u128 {
-            return Err(Error::invalid(format_args!(
-                "shape {shape:?} with {itemsize}-byte elements needs {nbytes} bytes, more than any \
-                 address space holds"
-            )));
+        let numel = if empty { 0 } else { numel };
+        let nbytes = numel.checked_mul(itemsize as u64);
+        if !empty && (overflow || nbytes.is_none_or(|b| b > isize::MAX as u64)) {
+            return Err(too_many_bytes(shape, itemsize));
         }
         let dims = Dims::new(shape, strides)?;
-        let span = if numel == 0 { None } else { Some(span_of(dims.all(), itemsize)?) };
+        let span = match (empty, strides) {
+            (true, _) => Span { lo: 0, hi: 0 },
+            // Row-major: exactly the element bytes, already checked to fit.
+            (false, None) => Span { lo: 0, hi: nbytes.unwrap_or(0) as isize },
+            (false, Some(_)) => span_of(dims.shape(), dims.strides(), itemsize)?,
+        };
         Ok(Layout { dims, numel: numel as usize, span })
     }
 
+    #[inline]
     pub fn shape(&self) -> &[i64] {
-        let all = self.dims.all();
-        &all[..all.len() / 2]
+        self.dims.shape()
     }
+    #[inline]
     pub fn strides(&self) -> &[i64] {
-        let all = self.dims.all();
-        &all[all.len() / 2..]
+        self.dims.strides()
     }
+    #[inline]
     pub fn numel(&self) -> usize {
         self.numel
     }
@@ -167,29 +199,65 @@ impl Layout {
 
     /// The byte range the layout reaches relative to its first element (for the item size it was
     /// validated with), or None when it has no elements.
+    #[inline]
     pub fn span(&self) -> Option<Span> {
-        self.span
+        (self.numel > 0).then_some(self.span)
     }
 }
 
-/// The byte range that shape-then-strides `all` reaches with `itemsize`-byte elements, for a
-/// layout with elements. Fails when that range does not fit in `isize`.
-fn span_of(all: &[i64], itemsize: usize) -> Result<Span> {
-    let (shape, strides) = all.split_at(all.len() / 2);
-    let (mut lo, mut hi) = (0i128, 0i128);
+#[cold]
+fn too_many_dims(ndim: usize) -> Error {
+    Error::invalid(format_args!("ndim is {ndim}; it must lie in 0..=64"))
+}
+
+#[cold]
+fn negative_extent(shape: &[i64]) -> Error {
+    let (axis, n) = shape.iter().enumerate().find(|&(_, &n)| n < 0).map_or((0, 0), |(a, &n)| (a, n));
+    Error::invalid(format_args!("shape[{axis}] is {n}; extents must be >= 0"))
+}
+
+#[cold]
+fn too_many_bytes(shape: &[i64], itemsize: usize) -> Error {
+    Error::invalid(format_args!(
+        "shape {shape:?} with {itemsize}-byte elements needs more bytes than any address space holds"
+    ))
+}
+
+/// The byte range that `shape` and `strides` reach with `itemsize`-byte elements, for a layout
+/// with elements (every extent at least 1). Fails when that range does not fit in `isize`.
+/// The negative and the positive reaches are summed apart, so each sum only grows: when one
+/// overflows an `i64` on the way, its final value would not fit either.
+fn span_of(shape: &[i64], strides: &[i64], itemsize: usize) -> Result<Span> {
+    let (mut lo, mut hi) = (Some(0i64), Some(0i64));
     for (&n, &s) in shape.iter().zip(strides) {
-        let reach = i128::from(n - 1) * i128::from(s);
-        if reach < 0 { lo += reach } else { hi += reach }
+        match (n - 1).checked_mul(s) {
+            Some(reach) if reach < 0 => lo = lo.and_then(|lo| lo.checked_add(reach)),
+            Some(reach) => hi = hi.and_then(|hi| hi.checked_add(reach)),
+            None => return Err(unreachable_span(shape, strides)),
+        }
     }
-    let size = itemsize as i128;
-    let (lo, hi) = (lo * size, (hi + 1) * size);
-    let fits = |v: i128| v >= isize::MIN as i128 && v <= isize::MAX as i128;
-    if !fits(lo) || !fits(hi) || !fits(hi - lo) {
-        return Err(Error::invalid(format_args!(
-            "shape {shape:?} with strides {strides:?} reaches more bytes than any address space holds"
-        )));
+    let size = itemsize as i64;
+    let lo = lo.and_then(|lo| lo.checked_mul(size));
+    let hi = hi.and_then(|hi| hi.checked_add(1)).and_then(|hi| hi.checked_mul(size));
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => {
+            let fits = |v: i64| isize::try_from(v).is_ok();
+            match hi.checked_sub(lo) {
+                Some(len) if fits(lo) && fits(hi) && fits(len) => {
+                    Ok(Span { lo: lo as isize, hi: hi as isize })
+                }
+                _ => Err(unreachable_span(shape, strides)),
+            }
+        }
+        _ => Err(unreachable_span(shape, strides)),
     }
-    Ok(Span { lo: lo as isize, hi: hi as isize })
+}
+
+#[cold]
+fn unreachable_span(shape: &[i64], strides: &[i64]) -> Error {
+    Error::invalid(format_args!(
+        "shape {shape:?} with strides {strides:?} reaches more bytes than any address space holds"
+    ))
 }
 
 #[cfg(test)]

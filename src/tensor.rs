@@ -121,6 +121,10 @@ impl Tensor {
     pub fn storage(&self) -> &Shared<Storage> {
         &self.storage
     }
+    /// Gives up the tensor, keeping its reference to the storage.
+    pub fn into_storage(self) -> Shared<Storage> {
+        self.storage
+    }
     /// The first element, for reading.
     pub fn data_ptr(&self) -> *mut u8 {
         self.data
