@@ -201,10 +201,12 @@ unsafe fn free_export<M: ManagedKind>(mt: *mut M) {
 /// Exports `t`: shared (`copy == false`, READ_ONLY when `t` is read-only) or a fresh row-major
 /// copy (IS_COPIED). The caller owns the returned struct and must call its deleter once.
 pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
-    let (src, flags) = if copy {
-        (t.copy()?, FLAG_IS_COPIED)
-    } else {
-        (t.clone(), if t.is_read_only() { FLAG_READ_ONLY } else { 0 })
+    let copied = if copy { Some(t.copy()?) } else { None };
+    let src = copied.as_ref().unwrap_or(t);
+    let flags = match (copy, t.is_read_only()) {
+        (true, _) => FLAG_IS_COPIED,
+        (false, true) => FLAG_READ_ONLY,
+        (false, false) => 0,
     };
     let ndim = src.shape().len();
     let (layout, dims_at) = Export::<M>::layout(ndim);
@@ -219,31 +221,31 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
     } else {
         (dims, dims.wrapping_add(ndim))
     };
-    // SAFETY: the block is fresh and has room for `2 * ndim` dims at `dims`.
+    let managed = M::ours(
+        DLTensor {
+            // DLPack 1.3 recommends NULL data for zero-element exports.
+            data: if src.numel() == 0 { std::ptr::null_mut() } else { src.data_ptr().cast() },
+            device: src.device().to_dl(),
+            ndim: ndim as i32,
+            dtype: src.dtype().to_dl(),
+            shape,
+            strides,
+            byte_offset: 0,
+        },
+        flags,
+    );
+    let head = block.cast::<Export<M>>();
+    // SAFETY: the block is fresh, aligned for `Export<M>` and has room for `2 * ndim` dims at
+    // `dims`; the pointers in the managed struct point into the same block, which lives until
+    // the deleter (or an import) frees it. The fields are written one by one, the tensor
+    // straight into its place (assembling the head first and moving it cost as much again).
     unsafe {
         std::ptr::copy_nonoverlapping(src.shape().as_ptr(), dims, ndim);
         std::ptr::copy_nonoverlapping(src.strides().as_ptr(), dims.wrapping_add(ndim), ndim);
+        (&raw mut (*head).managed).write(managed);
+        (&raw mut (*head).ndim).write(ndim);
+        (&raw mut (*head).tensor).write(copied.unwrap_or_else(|| t.clone()));
     }
-    let head = Export {
-        managed: M::ours(
-            DLTensor {
-                // DLPack 1.3 recommends NULL data for zero-element exports.
-                data: if src.numel() == 0 { std::ptr::null_mut() } else { src.data_ptr().cast() },
-                device: src.device().to_dl(),
-                ndim: ndim as i32,
-                dtype: src.dtype().to_dl(),
-                shape,
-                strides,
-                byte_offset: 0,
-            },
-            flags,
-        ),
-        tensor: src,
-        ndim,
-    };
-    // SAFETY: the block is fresh and aligned for `Export<M>`; the pointers in the head point into
-    // the same block, which lives until the deleter (or an import) frees it.
-    unsafe { block.cast::<Export<M>>().write(head) };
     Ok(block.cast::<M>())
 }
 
