@@ -56,7 +56,7 @@ DT = {"bool": 0, "i8": 1, "i16": 2, "i32": 3, "i64": 4, "u8": 5, "u16": 6, "u32"
 
 def imp(versioned=True, out_null=False, major=1, minor=3, flags=0, ndim=None, shape=(), strides=None,
         shape_null=False, strides_null=False, buf_len=4096, byte_offset=0, dtype="f32", raw_dtype=None,
-        device=None, data_off=0, seed=7, ops=0x7F, view=None, rot=0):
+        device=None, data_off=0, seed=7, ops=0x7F, view=None, change=None, rot=0):
     b = u8((1 if versioned else 0) | (0x0E if out_null else 0))
     b += u8({1: 0, 0: 240, 2: 248}.get(major, 255)) + (u32(major) if major not in (0, 1, 2) else b"")
     b += u8(minor) if minor < 6 else u8(255) + u32(minor)
@@ -86,6 +86,15 @@ def imp(versioned=True, out_null=False, major=1, minor=3, flags=0, ndim=None, sh
     if ops & 2:
         vshape, vstrides, voff = view or ((), (), 0)
         b += u8(len(vshape)) + dims(vshape) + dims(vstrides) + dim(voff)
+    if ops & 4 and ops & 8:
+        # The versioned export is re-imported: unchanged, or after one field was changed.
+        # change = ("shape" | "stride", axis, value), ("byte_offset", n) or ("data", shift).
+        if change is None:
+            b += u8(0)
+        elif change[0] in ("shape", "stride"):
+            b += u8(1 | (0 if change[0] == "shape" else 1) << 1) + u8(change[1]) + dim(change[2])
+        else:
+            b += u8(1 | (2 if change[0] == "byte_offset" else 3) << 1) + u8(change[1] & 0xFF)
     return b + u8(rot)
 
 
@@ -113,6 +122,12 @@ IMPORT = {
     "byte_offset_overflow": imp(shape=(2,), byte_offset=(1 << 64) - 8),
     "broadcast_zero_strides": imp(shape=(50, 50), strides=(0, 1), buf_len=200, ops=0x7F,
                                   view=((100,), (0,), 3)),
+    "reimport_changed_shape_inside": imp(shape=(4, 5), strides=(5, 1), ops=0x0D, change=("shape", 0, 2)),
+    "reimport_changed_stride_outside": imp(shape=(4, 5), strides=(5, 1), ops=0x0D, change=("stride", 1, 7)),
+    "reimport_changed_to_no_elements": imp(shape=(4, 5), strides=(5, 1), ops=0x0D, change=("shape", 1, 0)),
+    "reimport_changed_byte_offset": imp(shape=(8,), dtype="u8", ops=0x0D, change=("byte_offset", 3)),
+    "reimport_changed_data_pointer": imp(shape=(3, 3), strides=(-3, 1), byte_offset=6 * 4, ops=0x0D,
+                                         change=("data", -4)),
 }
 
 

@@ -418,13 +418,74 @@ fn run(data: &[u8]) {
         }
         if ops & 8 != 0 {
             let live = dlb_live_allocations();
+            // Half the time, change one layout field of the export first, as a consumer may.
+            let tamper = c.u8();
+            let changed = (tamper & 1 == 1 && n > 0).then(|| {
+                // SAFETY: our export, not handed on; its shape and strides point into it.
+                let m = unsafe { &mut *mt };
+                let nd = ndim as usize;
+                let (mut ts, mut tst, mut tfirst) = (es.clone(), est.clone(), first_off);
+                match (tamper >> 1) % 4 {
+                    kind @ (0 | 1) if nd > 0 => {
+                        let axis = usize::from(c.u8()) % nd;
+                        let value = c.dim();
+                        if kind == 0 { ts[axis] = value } else { tst[axis] = value }
+                    }
+                    3 => {
+                        let shift = isize::from(c.u8() as i8);
+                        m.dl_tensor.data = m.dl_tensor.data.wrapping_offset(shift);
+                        tfirst += shift as i128;
+                    }
+                    _ => {
+                        let offset = c.u8();
+                        m.dl_tensor.byte_offset = u64::from(offset);
+                        tfirst += i128::from(offset);
+                    }
+                }
+                for k in 0..nd {
+                    // SAFETY: `nd` entries each, inside the export block.
+                    unsafe { (*m.dl_tensor.shape.add(k), *m.dl_tensor.strides.add(k)) = (ts[k], tst[k]) };
+                }
+                (ts, tst, tfirst)
+            });
             let mut back = null_mut();
             // SAFETY: our export, consumed here.
-            ok(unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut back) }, "re-import");
+            let st = unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut back) };
             assert_eq!(dlb_live_allocations(), live, "re-importing our own export allocated");
-            assert_eq!(unsafe { dlb_tensor_is_read_only(back) }, read_only);
-            check_bytes(back, "re-import");
-            handles.push(back);
+            match changed {
+                None => {
+                    ok(st, "re-import");
+                    assert_eq!(unsafe { dlb_tensor_is_read_only(back) }, read_only);
+                    check_bytes(back, "re-import");
+                    handles.push(back);
+                }
+                Some((ts, tst, tfirst)) => {
+                    // The export keeps alive exactly the bytes the import reaches: a changed
+                    // layout is accepted when it is valid and stays inside them.
+                    let (lo, hi) = (first_off + lo, first_off + hi);
+                    let inside = match reach(&ts, &tst, item) {
+                        Err(()) => Some(false),
+                        Ok(None) => None, // no elements: decided by where the pointer lies
+                        Ok(Some((l, h))) => Some(tfirst + l >= lo && tfirst + h <= hi),
+                    };
+                    crate::trace!("import: changed re-import {ts:?} {tst:?} at {tfirst}: {st:?}, inside {inside:?}");
+                    assert_ne!(st, DLB_ERR_PANIC, "changed re-import: {}", last_error());
+                    if st == DLB_OK {
+                        assert_ne!(inside, Some(false), "a changed re-import reaching outside the export's memory was accepted");
+                        let tn = numel(&ts);
+                        if tn > 0 && reference.is_some() && tn * (item as u128) <= 1 << 20 {
+                            let want = gather(buf, tfirst, &ts, &tst, item);
+                            let (cp, bytes) = copy_of(back);
+                            assert!(bytes == want, "changed re-import: copy differs from the harness's gather");
+                            free(cp);
+                        }
+                        handles.push(back);
+                    } else {
+                        assert_ne!(inside, Some(true), "a valid changed re-import was refused: {}", last_error());
+                        assert!(back.is_null());
+                    }
+                }
+            }
         } else {
             // SAFETY: the receiver's one deleter call.
             unsafe { (m.deleter.expect("export without deleter"))(mt) };
