@@ -60,7 +60,7 @@ $(OFFICIAL_DLPACK): $(VENV_STAMP)
 BENCH_FLAGS ?=
 bench: build python-package
 	@mkdir -p build
-	$(CARGO) bench --bench exchange
+	for pass in 1 2 3; do $(CARGO) bench --bench exchange -- --save-baseline pass$$pass || exit 1; done
 	$(VENV_PY) bench/copy_bench.py $(BENCH_FLAGS) --json build/bench-copy.json
 	$(VENV_PY) bench/exchange_bench.py --json build/bench-exchange.json
 	$(VENV_PY) bench/report.py --copy build/bench-copy.json --exchange build/bench-exchange.json
