@@ -149,11 +149,11 @@ impl<M: ManagedKind> Export<M> {
             && dl.strides == strides
             && dl.byte_offset == 0
             && m.read_only() == tensor.is_read_only();
-        // SAFETY: the pointers were just seen to be the block's own dims.
-        // (Compared value by value: `==` on the slices calls memcmp, which costs more than the
-        // handful of values it would compare.)
+        // The block's dims against the tensor's, value by value (`==` on slices calls memcmp,
+        // which costs more than the handful of values it would compare).
         let same = |ours: *const i64, theirs: &[i64]| {
-            // SAFETY: `ours` is `ndim` dims in the block, and `theirs` has `ndim` values.
+            // SAFETY: `ours` is `ndim` dims in the block, and `theirs` has `ndim` values (the
+            // block was made for this tensor).
             theirs.iter().enumerate().all(|(i, &v)| unsafe { *ours.add(i) } == v)
         };
         fields && same(shape, tensor.shape()) && same(strides, tensor.strides())
