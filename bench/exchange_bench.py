@@ -7,7 +7,8 @@ interleaved, best of several rounds, and reported as a ratio: the machines here 
 noisy, so read the ratios, not the nanoseconds.
 
 Targets (issue 3): torch.from_dlpack(dlbridge) <= 1.2x torch.from_dlpack(numpy);
-dlbridge.from_dlpack(torch) <= 1.0x np.from_dlpack(torch).
+dlbridge.from_dlpack(torch) <= 1.0x np.from_dlpack(torch). JAX (when installed) adds
+dlbridge.from_dlpack(jax array) against np.from_dlpack(jax array), without a target.
 
 `--json FILE` also writes the rows (ns per call and the ratio ours / peer) for bench/report.py.
 """
@@ -62,6 +63,16 @@ def main(argv=None) -> int:
         ("dlbridge tensor.__dlpack__()", lambda: d.__dlpack__(),
          "numpy array.__dlpack__()", lambda: a.__dlpack__(), None),
     ]
+
+    try:
+        import jax.numpy as jnp
+    except ImportError:
+        print("(JAX is not installed: no JAX row)")
+    else:
+        j = jnp.arange(16, dtype=jnp.float32)
+        assert dlbridge.from_dlpack(j).numpy().ctypes.data == j.unsafe_buffer_pointer()
+        cases.append(("dlbridge.from_dlpack(jax array)", lambda: dlbridge.from_dlpack(j),
+                      "np.from_dlpack(jax array)", lambda: np.from_dlpack(j), None))
 
     # What was timed must be right: sharing both ways.
     assert torch.from_dlpack(d).data_ptr() == a.ctypes.data
