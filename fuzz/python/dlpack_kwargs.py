@@ -192,14 +192,20 @@ MAX_DEPTH = 3
 
 
 @atheris.instrument_func
-def int_like(src: Source, t) -> object:
-    kind = src.pick(INT_LIKE)
+def plain_int(src: Source, kind: str) -> int:
+    """A "small-int", "edge-int" or "raw-int" (kinds that int_like and any_value both draw)."""
     if kind == "small-int":
         return SMALL_INT_MIN + src.choice(SMALL_INT_COUNT)
     if kind == "edge-int":
         return src.pick(EDGE_INTS)
-    if kind == "raw-int":
-        return src.raw_int()
+    return src.raw_int()
+
+
+@atheris.instrument_func
+def int_like(src: Source, t) -> object:
+    kind = src.pick(INT_LIKE)
+    if kind in ("small-int", "edge-int", "raw-int"):
+        return plain_int(src, kind)
     if kind == "int-enum":
         return src.pick(INT_ENUMS)
     if kind == "int-subclass":
@@ -232,12 +238,8 @@ def any_value(src: Source, t, depth: int = 0) -> object:
         return True
     if cat == "false":
         return False
-    if cat == "small-int":
-        return SMALL_INT_MIN + src.choice(SMALL_INT_COUNT)
-    if cat == "edge-int":
-        return src.pick(EDGE_INTS)
-    if cat == "raw-int":
-        return src.raw_int()
+    if cat in ("small-int", "edge-int", "raw-int"):
+        return plain_int(src, cat)
     if cat == "float":
         return src.pick(FLOATS)
     if cat == "string":
