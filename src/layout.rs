@@ -137,8 +137,8 @@ pub struct Layout {
     span: Span,
 }
 
-/// The bytes a layout reaches, relative to its first element: `[lo, hi)`. Empty for zero-element
-/// layouts.
+/// The bytes a layout reaches, relative to its first element: `[lo, hi)`. Zero-element layouts
+/// reach none, and `Layout::span` gives None for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     pub lo: isize,
