@@ -74,10 +74,10 @@ fn simplify(shape: &[usize], src: &[isize], dst: &[isize]) -> Option<Dims> {
     if shape.contains(&0) {
         return None;
     }
-    let mut dims = Dims::new();
-    for i in (0..shape.len()).filter(|&i| shape[i] != 1) {
-        dims.push(Dim { n: shape[i], src: src[i], dst: dst[i] });
-    }
+    let mut dims: Dims = (0..shape.len())
+        .filter(|&i| shape[i] != 1)
+        .map(|i| Dim { n: shape[i], src: src[i], dst: dst[i] })
+        .collect();
     // Unstable: the stable sort allocates. The order of equal strides does not matter.
     dims.sort_unstable_by_key(|d| std::cmp::Reverse(d.dst.unsigned_abs()));
     let mut merged = Dims::new();
@@ -190,8 +190,7 @@ unsafe fn in_pieces(
     let step = outer.n.div_ceil(threads);
     // The piece starting at index `start` of the outermost dimension.
     let piece = |start: usize| {
-        let mut piece = Dims::new();
-        dims.iter().for_each(|&d| piece.push(d));
+        let mut piece: Dims = dims.iter().copied().collect();
         piece[0].n = step.min(outer.n - start);
         piece
     };
@@ -306,8 +305,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
         // A transpose: some outer dimension is the source's contiguous one.
         if let Some(k) = outer.iter().rposition(|d| d.src == size) {
             let across = outer[k];
-            let mut rest = Dims::new();
-            outer.iter().enumerate().filter(|&(i, _)| i != k).for_each(|(_, &d)| rest.push(d));
+            let rest: Dims = outer.iter().enumerate().filter(|&(i, _)| i != k).map(|(_, &d)| d).collect();
             let plane = |s, d| transpose::Plane {
                 src: s,
                 src_ld: inner.src,
