@@ -13,6 +13,8 @@
 //! views and DLPack exports each hold a reference, and the memory (or the foreign release
 //! callback, or the producer's DLPack deleter) goes exactly once, with the last reference.
 
+pub use dlpark;
+
 pub mod abi;
 pub mod alloc;
 pub mod cast;
