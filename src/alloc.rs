@@ -5,22 +5,18 @@
 //!
 //! - [`try_box`]: a `Box` whose allocation may fail;
 //! - [`Shared`]: a reference-counted pointer like `Arc` (clone = one more reference, the value is
-//!   dropped with the last one) whose creation may fail;
-//! - [`PerAxis`]: one value per axis, on the stack (at most `MAX_NDIM`), for scratch that used to
-//!   be a `Vec`;
-//! - [`message`]: formatting an error message, falling back to a fixed text when even that
-//!   allocation fails.
+//!   dropped with the last one) whose creation may fail.
+//!
+//! Scratch that would otherwise be a `Vec` lives on the stack (`layout::PerAxis`), and error
+//! messages are formatted without aborting (`error::message`).
 //!
 //! `tests/oom.rs` fails each allocation of each C-API operation in turn and checks that the
 //! operation reports it and leaks nothing.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write};
+use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
-
-use crate::layout::MAX_NDIM;
 
 /// `Box::new(value)`, or `value` back when the allocation fails.
 #[inline]
@@ -133,102 +129,6 @@ impl<T: PartialEq> PartialEq for Shared<T> {
 
 impl<T: Eq> Eq for Shared<T> {}
 
-/// Up to `MAX_NDIM` values, one per axis, kept on the stack.
-#[derive(Clone, Copy)]
-pub struct PerAxis<T: Copy + Default> {
-    len: usize,
-    values: [T; MAX_NDIM],
-}
-
-impl<T: Copy + Default> PerAxis<T> {
-    pub fn new() -> Self {
-        PerAxis { len: 0, values: [T::default(); MAX_NDIM] }
-    }
-
-    /// `n` copies of `value` (`n` is at most `MAX_NDIM`).
-    pub fn filled(value: T, n: usize) -> Self {
-        assert!(n <= MAX_NDIM, "{n} axes; dlbridge handles at most {MAX_NDIM}");
-        PerAxis { len: n, values: [value; MAX_NDIM] }
-    }
-
-    /// Appends a value; there is room for `MAX_NDIM`, which every validated layout fits.
-    pub fn push(&mut self, value: T) {
-        assert!(self.len < MAX_NDIM, "more than {MAX_NDIM} axes");
-        self.values[self.len] = value;
-        self.len += 1;
-    }
-}
-
-impl<T: Copy + Default> Default for PerAxis<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T: Copy + Default> FromIterator<T> for PerAxis<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut out = PerAxis::new();
-        for v in iter {
-            out.push(v);
-        }
-        out
-    }
-}
-
-impl<T: Copy + Default> Deref for PerAxis<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.values[..self.len]
-    }
-}
-
-impl<T: Copy + Default> std::ops::DerefMut for PerAxis<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.values[..self.len]
-    }
-}
-
-impl<'a, T: Copy + Default> IntoIterator for &'a PerAxis<T> {
-    type Item = &'a T;
-    type IntoIter = std::slice::Iter<'a, T>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<T: Copy + Default + fmt::Debug> fmt::Debug for PerAxis<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-/// What a message says when formatting it ran out of memory.
-pub const MESSAGE_LOST: &str = "(the error message could not be written: out of memory)";
-
-/// A `String` writer that reserves before every write instead of aborting.
-struct TryString(String);
-
-impl Write for TryString {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.try_reserve(s.len()).map_err(|_| fmt::Error)?;
-        self.0.push_str(s);
-        Ok(())
-    }
-}
-
-/// Formats an error message without aborting: a message without arguments is used as it is (no
-/// allocation), and one whose formatting runs out of memory becomes [`MESSAGE_LOST`].
-pub fn message(args: fmt::Arguments<'_>) -> Cow<'static, str> {
-    if let Some(text) = args.as_str() {
-        return Cow::Borrowed(text);
-    }
-    let mut out = TryString(String::new());
-    match out.write_fmt(args) {
-        Ok(()) => Cow::Owned(out.0),
-        Err(_) => Cow::Borrowed(MESSAGE_LOST),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,23 +191,5 @@ mod tests {
         });
         drop(counted);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn per_axis_values_behave_like_a_short_vec() {
-        let mut v: PerAxis<i64> = [3, 4].into_iter().collect();
-        v.push(5);
-        assert_eq!(&*v, &[3, 4, 5]);
-        v[0] = 9;
-        assert_eq!(v.iter().sum::<i64>(), 18);
-        assert_eq!(&*PerAxis::filled(0usize, 2), &[0, 0]);
-        assert!(PerAxis::<u8>::new().is_empty());
-    }
-
-    #[test]
-    fn messages_borrow_plain_text_and_format_the_rest() {
-        assert!(matches!(message(format_args!("plain")), Cow::Borrowed("plain")));
-        let n = 3;
-        assert_eq!(message(format_args!("n = {n}")), "n = 3");
     }
 }

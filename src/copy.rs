@@ -22,7 +22,7 @@ mod transpose;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
-use crate::alloc::PerAxis;
+use crate::layout::PerAxis;
 use crate::layout::MAX_NDIM;
 
 /// Copies of at least this many bytes are split across threads. Measured on the 2-core machine

@@ -208,9 +208,31 @@ impl Driver {
     }
 }
 
-/// A CUDA event of one device's context, made by [`Scope::create_event`].
-#[derive(Clone, Copy)]
-pub struct Event(CUevent);
+/// A CUDA event of one device's context, made by [`Scope::create_event`] and destroyed when
+/// dropped.
+pub struct Event {
+    driver: &'static Driver,
+    raw: CUevent,
+}
+
+// SAFETY: events are process-wide driver objects that any thread may record, wait on or destroy.
+unsafe impl Send for Event {}
+
+impl Event {
+    /// Waits until the work queued before the event was recorded is done.
+    fn synchronize(&self) -> Result<()> {
+        // SAFETY: a live event (we own it).
+        self.driver.api.check(unsafe { (self.driver.api.event_synchronize)(self.raw) }, "cuEventSynchronize")
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_event` and used by nobody after this (we own it). A failure
+        // leaves nothing to do.
+        unsafe { (self.driver.api.event_destroy)(self.raw) };
+    }
+}
 
 /// Host or device memory, as a copy's source or destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,26 +448,19 @@ impl Scope {
             unsafe { (self.driver.api.event_create)(&mut event, EVENT_DISABLE_TIMING) },
             "cuEventCreate",
         )?;
-        Ok(Event(event))
+        Ok(Event { driver: self.driver, raw: event })
     }
 
     /// Marks the current end of this thread's queue.
-    pub fn record(&self, event: Event) -> Result<()> {
-        // SAFETY: an event created by `create_event` and not destroyed (Event is only made there).
-        self.check(unsafe { (self.driver.api.event_record)(event.0, per_thread_stream()) }, "cuEventRecord")
+    pub fn record(&self, event: &Event) -> Result<()> {
+        // SAFETY: an event created by `create_event` and alive (the borrow keeps it so).
+        self.check(unsafe { (self.driver.api.event_record)(event.raw, per_thread_stream()) }, "cuEventRecord")
     }
 
     /// Waits until the work queued before `event` was recorded is done.
-    pub fn wait(&self, event: Event) -> Result<()> {
+    pub fn wait(&self, event: &Event) -> Result<()> {
         // SAFETY: as in `record`.
-        self.check(unsafe { (self.driver.api.event_synchronize)(event.0) }, "cuEventSynchronize")
-    }
-
-    /// # Safety
-    /// `event` came from [`Scope::create_event`] on this device and is not used afterwards.
-    pub unsafe fn destroy_event(&self, event: Event) {
-        // SAFETY: per the caller's contract.
-        unsafe { (self.driver.api.event_destroy)(event.0) };
+        self.check(unsafe { (self.driver.api.event_synchronize)(event.raw) }, "cuEventSynchronize")
     }
 }
 
@@ -463,18 +478,26 @@ pub fn staging_bytes() -> usize {
 }
 
 /// Two pinned buffers and the events that say when the driver is done with each, for one device.
+/// Dropping it hands the pair back to the pool for reuse once the driver is done with it, or
+/// frees it (when the pool is full or the driver failed): on every path out of a transfer, a
+/// panic included.
 pub struct Staging {
-    device: i32,
-    pub buffers: [*mut u8; 2],
-    pub events: [Option<Event>; 2],
+    pair: Option<Pair>,
 }
 
-// SAFETY: pinned memory and events are process-wide driver objects; a Staging is used by one
+/// The resources of a staging pair, freed when dropped.
+struct Pair {
+    device: i32,
+    buffers: [*mut u8; 2],
+    events: [Option<Event>; 2],
+}
+
+// SAFETY: pinned memory and events are process-wide driver objects; a pair is used by one
 // thread at a time (it is taken out of the pool while in use).
-unsafe impl Send for Staging {}
+unsafe impl Send for Pair {}
 
 /// Idle staging pairs, at most [`POOL_LIMIT`] per device.
-static POOL: Mutex<Vec<Staging>> = Mutex::new(Vec::new());
+static POOL: Mutex<Vec<Pair>> = Mutex::new(Vec::new());
 const POOL_LIMIT: usize = 2;
 
 impl Staging {
@@ -484,56 +507,57 @@ impl Staging {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
             pool.iter().position(|s| s.device == scope.device).map(|i| pool.swap_remove(i))
         };
-        if let Some(s) = pooled {
-            return Ok(s);
+        if let Some(pair) = pooled {
+            return Ok(Staging { pair: Some(pair) });
         }
-        let mut s = Staging { device: scope.device, buffers: [std::ptr::null_mut(); 2], events: [None; 2] };
-        let made = (|| {
-            for i in 0..2 {
-                s.buffers[i] = scope.alloc_pinned(staging_bytes())?;
-                s.events[i] = Some(scope.create_event()?);
-            }
-            Ok(())
-        })();
-        match made {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                s.destroy(scope);
-                Err(e)
-            }
+        // On an error part-way, dropping `pair` frees what was made.
+        let mut pair = Pair { device: scope.device, buffers: [std::ptr::null_mut(); 2], events: [None, None] };
+        for i in 0..2 {
+            pair.buffers[i] = scope.alloc_pinned(staging_bytes())?;
+            pair.events[i] = Some(scope.create_event()?);
         }
+        Ok(Staging { pair: Some(pair) })
+    }
+
+    fn pair(&self) -> &Pair {
+        self.pair.as_ref().expect("a staging pair is only taken out when dropped")
+    }
+
+    /// Pinned buffer `i` (0 or 1), `staging_bytes()` long.
+    pub fn buffer(&self, i: usize) -> *mut u8 {
+        self.pair().buffers[i]
     }
 
     /// The event that marks when buffer `i`'s last transfer is done.
-    pub fn event(&self, i: usize) -> Event {
-        self.events[i].expect("a staging pair from `take` has both events")
+    pub fn event(&self, i: usize) -> &Event {
+        self.pair().events[i].as_ref().expect("a staging pair from `take` has both events")
     }
+}
 
-    /// Hands the pair back for reuse once the driver is done with it (or frees it when the pool
-    /// is full or the driver failed).
-    pub fn put_back(self, scope: &Scope) {
-        let idle = self.events.iter().flatten().all(|&e| scope.wait(e).is_ok());
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let Some(pair) = self.pair.take() else { return };
+        let idle = pair.events.iter().flatten().all(|e| e.synchronize().is_ok());
         if idle {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-            let room = pool.iter().filter(|s| s.device == self.device).count() < POOL_LIMIT;
+            let room = pool.iter().filter(|s| s.device == pair.device).count() < POOL_LIMIT;
             if room && pool.try_reserve(1).is_ok() {
-                pool.push(self);
-                return;
+                pool.push(pair);
             }
         }
-        self.destroy(scope);
+        // Otherwise `pair` is dropped here, which frees it.
     }
+}
 
-    fn destroy(self, scope: &Scope) {
-        for (&b, &e) in self.buffers.iter().zip(&self.events) {
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // The events destroy themselves; the buffers need the device's context.
+        let Ok(scope) = driver().and_then(|d| d.enter(self.device)) else { return };
+        for &b in &self.buffers {
             if !b.is_null() {
-                // SAFETY: allocated by `take` on this device; no longer used. A failure leaves
-                // nothing to do.
+                // SAFETY: allocated by `Staging::take` on this device; no longer used. A
+                // failure leaves nothing to do.
                 let _ = unsafe { scope.free_pinned(b) };
-            }
-            if let Some(e) = e {
-                // SAFETY: created by `take` on this device.
-                unsafe { scope.destroy_event(e) };
             }
         }
     }

@@ -2,6 +2,7 @@
 //! read it through `dlb_last_error()`, and a kind that the boundary maps onto a `dlb_status`.
 
 use std::borrow::Cow;
+use std::fmt::{self, Write};
 
 /// What went wrong, by class. The C boundary maps each kind onto one `dlb_status` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub struct Error {
 }
 
 /// What an error message can be made of: fixed text (no allocation) or `format_args!(...)`,
-/// formatted without aborting when memory runs out (see [`crate::alloc::message`]).
+/// formatted without aborting when memory runs out (see [`message`]).
 pub trait IntoMessage {
     fn into_message(self) -> Cow<'static, str>;
 }
@@ -42,7 +43,7 @@ impl IntoMessage for &'static str {
 
 impl IntoMessage for std::fmt::Arguments<'_> {
     fn into_message(self) -> Cow<'static, str> {
-        crate::alloc::message(self)
+        message(self)
     }
 }
 
@@ -82,3 +83,42 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a message says when formatting it ran out of memory.
+pub const MESSAGE_LOST: &str = "(the error message could not be written: out of memory)";
+
+/// A `String` writer that reserves before every write instead of aborting.
+struct TryString(String);
+
+impl Write for TryString {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.try_reserve(s.len()).map_err(|_| fmt::Error)?;
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+/// Formats an error message without aborting: a message without arguments is used as it is (no
+/// allocation), and one whose formatting runs out of memory becomes [`MESSAGE_LOST`].
+pub fn message(args: fmt::Arguments<'_>) -> Cow<'static, str> {
+    if let Some(text) = args.as_str() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = TryString(String::new());
+    match out.write_fmt(args) {
+        Ok(()) => Cow::Owned(out.0),
+        Err(_) => Cow::Borrowed(MESSAGE_LOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_borrow_plain_text_and_format_the_rest() {
+        assert!(matches!(message(format_args!("plain")), Cow::Borrowed("plain")));
+        let n = 3;
+        assert_eq!(message(format_args!("n = {n}")), "n = 3");
+    }
+}

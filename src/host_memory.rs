@@ -15,7 +15,9 @@
 use std::alloc::Layout;
 use std::sync::{Mutex, OnceLock};
 
-use crate::storage::ALIGNMENT;
+/// Alignment of every allocation dlbridge makes (DLPack's recommendation; also what JAX needs to
+/// share instead of copy, and what CUDA gives).
+pub const ALIGNMENT: usize = 256;
 
 /// Blocks from this size up are cached when freed...
 const CACHE_MIN_BLOCK: usize = 1 << 20;
@@ -27,29 +29,45 @@ const CACHE_DEFAULT_TOTAL: usize = 64 << 20;
 const CACHE_SLOTS: usize = 4;
 
 /// A block from the global allocator, with at least `len` bytes from its first 256-byte aligned
-/// address.
-pub struct HostBlock {
+/// address. Dropping it gives it back (to the cache or to the allocator).
+pub struct HostBlock(RawBlock);
+
+/// The allocation itself, as the cache keeps it: a pointer and the layout it was allocated with.
+struct RawBlock {
     block: *mut u8,
     layout: Layout,
 }
 
-// SAFETY: a block is plain memory owned by whoever holds the HostBlock.
-unsafe impl Send for HostBlock {}
+// SAFETY: a block is plain memory owned by whoever holds it (the HostBlock or the cache).
+unsafe impl Send for RawBlock {}
 
-impl HostBlock {
-    /// The first 256-byte aligned byte of the block.
-    pub fn base(&self) -> *mut u8 {
-        self.block.wrapping_add(self.block.align_offset(ALIGNMENT))
-    }
-
-    /// How many bytes the block holds from `base()`.
+impl RawBlock {
+    /// How many bytes the block holds from its first 256-byte aligned address.
     fn capacity(&self) -> usize {
         self.layout.size() - self.block.align_offset(ALIGNMENT)
     }
 }
 
+impl HostBlock {
+    /// The first 256-byte aligned byte of the block.
+    pub fn base(&self) -> *mut u8 {
+        self.0.block.wrapping_add(self.0.block.align_offset(ALIGNMENT))
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl Drop for HostBlock {
+    fn drop(&mut self) {
+        release(RawBlock { block: self.0.block, layout: self.0.layout });
+    }
+}
+
 struct Cache {
-    blocks: [Option<HostBlock>; CACHE_SLOTS],
+    blocks: [Option<RawBlock>; CACHE_SLOTS],
     bytes: usize,
 }
 
@@ -76,7 +94,7 @@ pub fn allocate(len: usize, zeroed: bool) -> Option<HostBlock> {
         && cacheable(len)
         && let Some(block) = take_cached(len)
     {
-        return Some(block);
+        return Some(HostBlock(block));
     }
     // A plain malloc (alignment 16) of 255 bytes more, aligned to 256 inside the block. glibc's
     // aligned allocations (posix_memalign, which Rust uses above 16) split a leftover off each
@@ -88,15 +106,15 @@ pub fn allocate(len: usize, zeroed: bool) -> Option<HostBlock> {
     if block.is_null() {
         return None;
     }
-    let block = HostBlock { block, layout };
+    let block = HostBlock(RawBlock { block, layout });
     advise_huge_pages(block.base(), len);
     Some(block)
 }
 
 /// The smallest cached block that holds `len` bytes without wasting more than half of itself.
-fn take_cached(len: usize) -> Option<HostBlock> {
+fn take_cached(len: usize) -> Option<RawBlock> {
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let fits = |b: &HostBlock| b.capacity() >= len && b.capacity() / 2 <= len;
+    let fits = |b: &RawBlock| b.capacity() >= len && b.capacity() / 2 <= len;
     let slot = cache
         .blocks
         .iter()
@@ -111,7 +129,7 @@ fn take_cached(len: usize) -> Option<HostBlock> {
 
 /// Gives a block back: into the cache when it is of a cached size and there is room, else to
 /// the allocator.
-pub fn release(block: HostBlock) {
+fn release(block: RawBlock) {
     let size = block.layout.size();
     if cacheable(size) {
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -165,7 +183,7 @@ mod tests {
             assert_eq!(b.base() as usize % ALIGNMENT, 0);
             assert!(b.capacity() >= len);
             assert!(unsafe { std::slice::from_raw_parts(b.base(), len) }.iter().all(|&x| x == 0));
-            release(b);
+            drop(b);
         }
     }
 
@@ -174,7 +192,7 @@ mod tests {
     fn freed_large_blocks_are_reused_for_requests_they_fit() {
         let a = allocate(8 << 20, false).unwrap();
         let base = a.base();
-        release(a);
+        drop(a);
         // Too small a request for the block (it would waste over half): a new block.
         let small = allocate(1 << 20, false).unwrap();
         assert_ne!(small.base(), base);
@@ -185,7 +203,7 @@ mod tests {
         let zeroed = allocate(8 << 20, true).unwrap();
         assert!(unsafe { std::slice::from_raw_parts(zeroed.base(), 8 << 20) }.iter().all(|&x| x == 0));
         for b in [small, again, zeroed] {
-            release(b);
+            drop(b);
         }
         let cache = CACHE.lock().unwrap();
         assert!(cache.bytes <= cache_limit());

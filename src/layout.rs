@@ -1,6 +1,9 @@
 //! Shapes and strides (in elements): validation with checked arithmetic, contiguity, and the byte
 //! range a strided layout reaches. Nothing here touches memory.
 
+use std::fmt;
+use std::ops::Deref;
+
 use crate::alloc::Shared;
 use crate::error::{Error, Result};
 
@@ -154,7 +157,11 @@ impl Layout {
         if shape.len() > MAX_NDIM {
             return Err(too_many_dims(shape.len()));
         }
-        debug_assert!(strides.is_none_or(|s| s.len() == shape.len()));
+        if let Some(s) = strides
+            && s.len() != shape.len()
+        {
+            return Err(lengths_differ(shape.len(), s.len()));
+        }
         // The element count: wrapping, with a flag, so that the loop has no early exits. An
         // extent of zero makes any count (even one that overflowed on the way) zero.
         let (mut numel, mut overflow, mut negative, mut empty) = (1u64, false, false, false);
@@ -220,6 +227,11 @@ impl Layout {
 }
 
 #[cold]
+fn lengths_differ(shape: usize, strides: usize) -> Error {
+    Error::invalid(format_args!("the shape has {shape} extents but the strides have {strides}; they must match"))
+}
+
+#[cold]
 fn too_many_dims(ndim: usize) -> Error {
     Error::invalid(format_args!("ndim is {ndim}; it must lie in 0..=64"))
 }
@@ -274,6 +286,75 @@ fn unreachable_span(shape: &[i64], strides: &[i64]) -> Error {
     ))
 }
 
+/// Up to `MAX_NDIM` values, one per axis, kept on the stack.
+#[derive(Clone, Copy)]
+pub struct PerAxis<T: Copy + Default> {
+    len: usize,
+    values: [T; MAX_NDIM],
+}
+
+impl<T: Copy + Default> PerAxis<T> {
+    pub fn new() -> Self {
+        PerAxis { len: 0, values: [T::default(); MAX_NDIM] }
+    }
+
+    /// `n` copies of `value` (`n` is at most `MAX_NDIM`).
+    pub fn filled(value: T, n: usize) -> Self {
+        assert!(n <= MAX_NDIM, "{n} axes; dlbridge handles at most {MAX_NDIM}");
+        PerAxis { len: n, values: [value; MAX_NDIM] }
+    }
+
+    /// Appends a value; there is room for `MAX_NDIM`, which every validated layout fits.
+    pub fn push(&mut self, value: T) {
+        assert!(self.len < MAX_NDIM, "more than {MAX_NDIM} axes");
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+}
+
+impl<T: Copy + Default> Default for PerAxis<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Default> FromIterator<T> for PerAxis<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut out = PerAxis::new();
+        for v in iter {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl<T: Copy + Default> Deref for PerAxis<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.values[..self.len]
+    }
+}
+
+impl<T: Copy + Default> std::ops::DerefMut for PerAxis<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.values[..self.len]
+    }
+}
+
+impl<'a, T: Copy + Default> IntoIterator for &'a PerAxis<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: Copy + Default + fmt::Debug> fmt::Debug for PerAxis<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +392,21 @@ mod tests {
         assert!(Layout::new(&[1 << 62, 8], None, 8).is_err());
         assert!(Layout::new(&[2, 2], Some(&[i64::MAX, 1]), 8).is_err());
         assert!(check_ndim(65).is_err());
+        // Strides of another length than the shape are refused, in release builds too.
+        let e = Layout::new(&[2, 2, 2, 2, 2], Some(&[7, 1, 1, 1, 1, 1, 1]), 4).unwrap_err();
+        assert!(e.message.contains("5 extents but the strides have 7"), "{}", e.message);
         assert!(check_ndim(-1).is_err());
         assert_eq!(check_ndim(64).unwrap(), 64);
+    }
+
+    #[test]
+    fn per_axis_values_behave_like_a_short_vec() {
+        let mut v: PerAxis<i64> = [3, 4].into_iter().collect();
+        v.push(5);
+        assert_eq!(&*v, &[3, 4, 5]);
+        v[0] = 9;
+        assert_eq!(v.iter().sum::<i64>(), 18);
+        assert_eq!(&*PerAxis::filled(0usize, 2), &[0, 0]);
+        assert!(PerAxis::<u8>::new().is_empty());
     }
 }

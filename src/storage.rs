@@ -12,10 +12,6 @@ use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
 use crate::host_memory::{self, HostBlock};
 
-/// Alignment of every allocation dlbridge makes (DLPack's recommendation; also what JAX needs to
-/// share instead of copy, and what CUDA gives).
-pub const ALIGNMENT: usize = 256;
-
 /// Data buffers alive right now: one per `Storage`, whatever its owner.
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
@@ -160,11 +156,8 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         match &mut self.owner {
-            Owner::Host(block) => {
-                if let Some(block) = block.take() {
-                    host_memory::release(block);
-                }
-            }
+            // Dropping the block (a field) gives it back to the host memory.
+            Owner::Host(_) => {}
             Owner::Foreign { release, ctx } => {
                 if let Some(release) = release.take() {
                     // SAFETY: the lender asked for exactly this call, once, on any thread.
@@ -198,7 +191,7 @@ mod tests {
     #[test]
     fn allocations_are_aligned_zeroed_and_counted() {
         let s = Storage::allocate(Device::CPU, 1000, true).unwrap();
-        assert_eq!(s.base() as usize % ALIGNMENT, 0);
+        assert_eq!(s.base() as usize % host_memory::ALIGNMENT, 0);
         assert!(unsafe { std::slice::from_raw_parts(s.base(), 1000) }.iter().all(|&b| b == 0));
         drop(s);
         let z = Storage::allocate(Device::CPU, 0, false).unwrap();

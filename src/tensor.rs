@@ -1,13 +1,15 @@
 //! Tensor: a storage, a strided layout over it, a dtype and a read-only bit. Aliases and views
 //! share the storage; copies, casts and device moves make a new one.
 
-use crate::alloc::{PerAxis, Shared};
+use crate::alloc::Shared;
+use crate::layout::PerAxis;
 use crate::copy::for_each_row;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
+use crate::transfer;
 
 /// A tensor. Cloning it is an alias: same memory, one more reference to the storage.
 #[derive(Clone)]
@@ -177,9 +179,14 @@ impl Tensor {
 
     fn copy_to(&self, device: Device) -> Result<Tensor> {
         self.device().ensure_runtime()?;
-        let out = Tensor::empty(self.shape(), self.dtype, device, false)?;
-        crate::transfer::copy(self, &out)?;
-        Ok(out)
+        let layout = Layout::new(self.shape(), None, self.dtype.itemsize())?;
+        // SAFETY: this tensor's layout was validated against its storage, which lives on
+        // `self.device()` and outlives the call.
+        let storage = unsafe {
+            transfer::copy(self.data, &self.layout, self.dtype.itemsize(), self.device(), device)
+        }?;
+        let data = storage.base();
+        Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false })
     }
 
     /// A converting copy (row-major, writable) on the same device (through host memory for CUDA).

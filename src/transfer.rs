@@ -1,7 +1,7 @@
 //! Copies between devices: host (CPU or pinned) and CUDA memory, in every direction.
 //!
-//! The destination is always a fresh row-major tensor, so every plan below only has to walk the
-//! source's layout. The paths, by direction:
+//! [`copy`] allocates the destination itself, always fresh and row-major, so every plan below
+//! only has to walk the source's layout. The paths, by direction:
 //!
 //! - **host → host** (CPU and pinned memory alike): the CPU copy kernel.
 //! - **host → CUDA**: a contiguous pinned source is one DMA transfer. Anything else (pageable
@@ -20,12 +20,23 @@
 //!
 //! Every function returns after the copy is complete.
 
-use crate::alloc::PerAxis;
+use crate::alloc::Shared;
 use crate::copy::copy_strided;
 use crate::cuda::{self, MAX_PITCH, Mem, Scope, Staging};
 use crate::device::{Device, DeviceKind};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::layout::{Layout, PerAxis};
+use crate::storage::Storage;
+
+/// The source of a copy: a validated layout of `itemsize`-byte elements from `data` on `device`.
+/// Only [`copy`] makes one, from what its caller vouched for.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    data: *mut u8,
+    layout: &'a Layout,
+    itemsize: usize,
+    device: Device,
+}
 
 /// A source layout in bytes, with extent-1 axes dropped and axes merged where the source is
 /// contiguous across them (the row-major destination always is). At least one axis.
@@ -36,11 +47,11 @@ struct Plan {
 }
 
 impl Plan {
-    fn of(t: &Tensor) -> Plan {
-        let itemsize = t.dtype().itemsize();
+    fn of(src: Source<'_>) -> Plan {
+        let itemsize = src.itemsize;
         let mut shape = PerAxis::<usize>::new();
         let mut strides = PerAxis::<isize>::new();
-        for (&n, &s) in t.shape().iter().zip(t.strides()) {
+        for (&n, &s) in src.layout.shape().iter().zip(src.layout.strides()) {
             if n == 1 {
                 continue;
             }
@@ -151,41 +162,53 @@ unsafe fn pack(src: *const u8, strides: &[isize], shape: &[usize], itemsize: usi
     unsafe { copy_strided(src, strides, dst, &Plan::dense(shape, itemsize), shape, itemsize) }
 }
 
-/// Copies every element of `src` into `dst`: a fresh row-major tensor with the same shape and
-/// dtype, on any device.
-pub fn copy(src: &Tensor, dst: &Tensor) -> Result<()> {
-    if src.numel() == 0 {
-        return Ok(());
+/// Copies every element of a layout into new row-major memory on `to`: the returned storage
+/// holds `layout.numel() * itemsize` bytes (none when there are no elements).
+///
+/// # Safety
+/// Every element `layout` describes from `data` is `itemsize` bytes of memory on `from` (device
+/// memory of that CUDA device, or host memory) that stays readable until this returns.
+pub unsafe fn copy(
+    data: *mut u8,
+    layout: &Layout,
+    itemsize: usize,
+    from: Device,
+    to: Device,
+) -> Result<Shared<Storage>> {
+    let out = Storage::allocate(to, layout.numel() * itemsize, false)?;
+    if layout.numel() == 0 {
+        return Ok(out);
     }
-    let (from, to) = (src.device(), dst.device());
+    let src = Source { data, layout, itemsize, device: from };
+    let dst = out.base();
     match (from.is_host_accessible(), to.is_host_accessible()) {
         (true, true) => {
             let plan = Plan::of(src);
-            // SAFETY: the source layout was validated against its storage, the destination is
-            // a new row-major allocation of the same shape, and the two cannot overlap.
-            unsafe { pack(src.data_ptr(), &plan.strides, &plan.shape, plan.itemsize, dst.data_ptr()) };
-            Ok(())
+            // SAFETY: the caller vouches for the source; the destination is the new row-major
+            // allocation of the same shape, so the two cannot overlap.
+            unsafe { pack(src.data, &plan.strides, &plan.shape, plan.itemsize, dst) };
         }
-        (true, false) => upload(src, dst),
-        (false, true) => download(src, dst),
-        (false, false) => between_devices(src, dst),
+        (true, false) => upload(src, dst, to)?,
+        (false, true) => download(src, dst, to)?,
+        (false, false) => between_devices(src, dst, to)?,
     }
+    Ok(out)
 }
 
 /// Host → CUDA.
-fn upload(src: &Tensor, dst: &Tensor) -> Result<()> {
-    let scope = cuda::driver()?.enter(dst.device().id)?;
+fn upload(src: Source<'_>, dst: *mut u8, dst_device: Device) -> Result<()> {
+    let scope = cuda::driver()?.enter(dst_device.id)?;
     let plan = Plan::of(src);
-    let to = device_ptr(dst.data_ptr());
-    if src.device().kind == DeviceKind::CudaHost && plan.is_contiguous() {
+    let to = device_ptr(dst);
+    if src.device.kind == DeviceKind::CudaHost && plan.is_contiguous() {
         // SAFETY: both ranges hold `bytes` bytes and outlive the synchronisation below.
-        let result = unsafe { scope.copy(to, Mem::Host(src.data_ptr()), plan.bytes()) };
+        let result = unsafe { scope.copy(to, Mem::Host(src.data), plan.bytes()) };
         return finish(&scope, result);
     }
     let staging = Staging::take(&scope)?;
     let mut turn = 0;
     let result = plan.for_each_piece(cuda::staging_bytes(), |src_off, piece, dst_off| {
-        let (buffer, event) = (staging.buffers[turn], staging.event(turn));
+        let (buffer, event) = (staging.buffer(turn), staging.event(turn));
         turn ^= 1;
         // The buffer's previous transfer must be done before it is packed again.
         scope.wait(event)?;
@@ -193,7 +216,7 @@ fn upload(src: &Tensor, dst: &Tensor) -> Result<()> {
         // `staging_bytes()` bytes, at least one piece, and no transfer reads it now.
         unsafe {
             let strides = &plan.strides[plan.strides.len() - piece.len()..];
-            pack(src.data_ptr().wrapping_offset(src_off), strides, piece, plan.itemsize, buffer)
+            pack(src.data.wrapping_offset(src_off), strides, piece, plan.itemsize, buffer)
         };
         let len = piece.iter().product::<usize>() * plan.itemsize;
         // SAFETY: the buffer stays untouched until the event below has fired.
@@ -201,41 +224,41 @@ fn upload(src: &Tensor, dst: &Tensor) -> Result<()> {
         scope.record(event)
     });
     let result = finish(&scope, result);
-    staging.put_back(&scope);
+    drop(staging);
     result
 }
 
 /// CUDA → host.
-fn download(src: &Tensor, dst: &Tensor) -> Result<()> {
-    let scope = cuda::driver()?.enter(src.device().id)?;
+fn download(src: Source<'_>, dst: *mut u8, dst_device: Device) -> Result<()> {
+    let scope = cuda::driver()?.enter(src.device.id)?;
     let plan = Plan::of(src);
-    let pinned = dst.device().kind == DeviceKind::CudaHost;
+    let pinned = dst_device.kind == DeviceKind::CudaHost;
     if plan.is_contiguous() {
-        return download_bytes(&scope, device_ptr(src.data_ptr()), dst.data_ptr(), plan.bytes(), pinned);
+        return download_bytes(&scope, device_ptr(src.data), dst, plan.bytes(), pinned);
     }
-    let span = src.layout().span().expect("a tensor with elements has a span");
+    let span = src.layout.span().expect("a layout with elements has a span");
     let span_len = (span.hi - span.lo) as usize;
     if span_len <= 2 * plan.bytes() {
         // Fetch the whole span, then compact it on the CPU.
-        let whole = Tensor::empty(&[span_len as i64], crate::dtype::DType::U8, Device::CPU, false)?;
-        let first = device_ptr(src.data_ptr().wrapping_offset(span.lo));
-        download_bytes(&scope, first, whole.data_ptr(), span_len, false)?;
+        let whole = Storage::allocate(Device::CPU, span_len, false)?;
+        let first = device_ptr(src.data.wrapping_offset(span.lo));
+        download_bytes(&scope, first, whole.base(), span_len, false)?;
         // SAFETY: `whole` holds the span, so the layout shifted by -lo stays inside it; the
         // destination is a new row-major allocation of the source's shape.
         unsafe {
             pack(
-                whole.data_ptr().wrapping_offset(-span.lo),
+                whole.base().wrapping_offset(-span.lo),
                 &plan.strides,
                 &plan.shape,
                 plan.itemsize,
-                dst.data_ptr(),
+                dst,
             )
         };
         return Ok(());
     }
-    let compact = Tensor::empty(src.shape(), src.dtype(), src.device(), false)?;
-    compact_on_device(&scope, src, &compact)?;
-    download_bytes(&scope, device_ptr(compact.data_ptr()), dst.data_ptr(), plan.bytes(), pinned)
+    let compact = Storage::allocate(src.device, plan.bytes(), false)?;
+    compact_on_device(&scope, src, compact.base())?;
+    download_bytes(&scope, device_ptr(compact.base()), dst, plan.bytes(), pinned)
 }
 
 /// Contiguous device bytes → host bytes: straight into pinned memory, or through the staging
@@ -252,7 +275,7 @@ fn download_bytes(scope: &Scope, from: Mem, to: *mut u8, len: usize, pinned: boo
         scope.wait(staging.event(turn))?;
         let n = chunk.min(len - off);
         // SAFETY: the event fired, so the buffer holds the chunk's `n` bytes; `to` holds `len`.
-        unsafe { std::ptr::copy_nonoverlapping(staging.buffers[turn], to.add(off), n) };
+        unsafe { std::ptr::copy_nonoverlapping(staging.buffer(turn), to.add(off), n) };
         Ok(())
     };
     let result = (|| {
@@ -261,7 +284,7 @@ fn download_bytes(scope: &Scope, from: Mem, to: *mut u8, len: usize, pinned: boo
             let turn = i % 2;
             // This buffer's last chunk (two back) was unpacked in the previous round.
             // SAFETY: the buffer holds `chunk` bytes and nothing reads it until the event fires.
-            unsafe { scope.copy(Mem::Host(staging.buffers[turn]), from.offset(off), chunk.min(len - off)) }?;
+            unsafe { scope.copy(Mem::Host(staging.buffer(turn)), from.offset(off), chunk.min(len - off)) }?;
             scope.record(staging.event(turn))?;
             if let Some((turn, off)) = previous {
                 unpack(turn, off)?;
@@ -274,13 +297,13 @@ fn download_bytes(scope: &Scope, from: Mem, to: *mut u8, len: usize, pinned: boo
         Ok(())
     })();
     let result = finish(scope, result);
-    staging.put_back(scope);
+    drop(staging);
     result
 }
 
 /// CUDA → CUDA, on one device or across two.
-fn between_devices(src: &Tensor, dst: &Tensor) -> Result<()> {
-    let (from, to) = (src.device().id, dst.device().id);
+fn between_devices(src: Source<'_>, dst: *mut u8, dst_device: Device) -> Result<()> {
+    let (from, to) = (src.device.id, dst_device.id);
     if from == to {
         let scope = cuda::driver()?.enter(to)?;
         return compact_on_device(&scope, src, dst);
@@ -288,23 +311,24 @@ fn between_devices(src: &Tensor, dst: &Tensor) -> Result<()> {
     let plan = Plan::of(src);
     let compact;
     let source = if plan.is_contiguous() {
-        src
+        src.data
     } else {
-        compact = Tensor::empty(src.shape(), src.dtype(), src.device(), false)?;
-        compact_on_device(&cuda::driver()?.enter(from)?, src, &compact)?;
-        &compact
+        compact = Storage::allocate(src.device, plan.bytes(), false)?;
+        compact_on_device(&cuda::driver()?.enter(from)?, src, compact.base())?;
+        compact.base()
     };
     let scope = cuda::driver()?.enter(to)?;
-    let (d, s) = (device_addr(dst.data_ptr()), device_addr(source.data_ptr()));
+    let (d, s) = (device_addr(dst), device_addr(source));
     // SAFETY: both ranges hold `bytes` device bytes and outlive the synchronisation.
     let result = unsafe { scope.copy_peer(d, s, from, plan.bytes()) };
     finish(&scope, result)
 }
 
-/// Copies `src` into the row-major `dst`, both on the scope's device, with the driver's copies.
-fn compact_on_device(scope: &Scope, src: &Tensor, dst: &Tensor) -> Result<()> {
+/// Copies `src` into the row-major `dst` (device memory of the source's size), both on the
+/// scope's device, with the driver's copies.
+fn compact_on_device(scope: &Scope, src: Source<'_>, dst: *mut u8) -> Result<()> {
     let plan = Plan::of(src);
-    let (from, to) = (device_ptr(src.data_ptr()), device_ptr(dst.data_ptr()));
+    let (from, to) = (device_ptr(src.data), device_ptr(dst));
     let size = plan.itemsize;
     let dense = Plan::dense(&plan.shape, size);
     let last = plan.shape.len() - 1;

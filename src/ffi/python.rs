@@ -134,7 +134,7 @@ impl Api {
             self.fail::<c_void>(
                 function,
                 WRONG_TYPE,
-                &crate::alloc::message(format_args!("takes {N} arguments, got {nargs}")),
+                &crate::error::message(format_args!("takes {N} arguments, got {nargs}")),
             );
             return None;
         }
