@@ -285,10 +285,6 @@ impl Scope {
             .map_err(|e| Error::new(e.kind, format_args!("cuda:{}: {}", self.device, e.message)))
     }
 
-    pub fn device(&self) -> i32 {
-        self.device
-    }
-
     /// Device memory; `len` > 0.
     pub fn alloc(&self, len: usize) -> Result<CUdeviceptr> {
         let mut ptr: CUdeviceptr = 0;

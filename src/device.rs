@@ -8,7 +8,7 @@ use crate::abi::{DLDevice, DLDeviceType};
 use crate::error::{Error, Result};
 
 /// DLPack device type values, as plain integers.
-pub mod code {
+pub(crate) mod code {
     pub const CPU: u32 = 1;
     pub const CUDA: u32 = 2;
     pub const CUDA_HOST: u32 = 3;
@@ -19,20 +19,46 @@ pub mod code {
 /// The kinds of memory dlbridge understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceKind {
+    /// Host memory (DLPack's kDLCPU).
     Cpu,
+    /// Memory of a CUDA device (kDLCUDA).
     Cuda,
+    /// Pinned (page-locked) host memory from the CUDA driver (kDLCUDAHost), which the CPU reads
+    /// and writes directly and GPUs reach by DMA.
     CudaHost,
 }
 
-/// A validated device.
+/// Where a tensor's memory lives: a kind and a device index (0 for the CPU).
+///
+/// ```
+/// use dlbridge::{Device, DeviceKind};
+///
+/// let gpu1 = Device::cuda(1);
+/// assert_eq!((gpu1.kind, gpu1.id), (DeviceKind::Cuda, 1));
+/// assert_eq!(gpu1.to_string(), "cuda:1");
+/// assert!(Device::CPU.is_host_accessible() && !gpu1.is_host_accessible());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Device {
+    /// The kind of memory.
     pub kind: DeviceKind,
+    /// The device index (never negative; 0 for the CPU).
     pub id: i32,
 }
 
 impl Device {
+    /// Host memory.
     pub const CPU: Device = Device { kind: DeviceKind::Cpu, id: 0 };
+
+    /// CUDA device `id`'s memory.
+    pub const fn cuda(id: i32) -> Device {
+        Device { kind: DeviceKind::Cuda, id }
+    }
+
+    /// Pinned host memory, allocated through CUDA device `id`'s driver context.
+    pub const fn cuda_host(id: i32) -> Device {
+        Device { kind: DeviceKind::CudaHost, id }
+    }
 
     /// Checks a device handed to us. Unknown device types and negative ids are invalid; device
     /// types DLPack defines but dlbridge does not handle (OpenCL, Vulkan, Metal, ROCm, …) are
@@ -61,6 +87,7 @@ impl Device {
         Ok(Device { kind, id: d.device_id })
     }
 
+    /// The DLPack struct for this device.
     pub fn to_dl(self) -> DLDevice {
         let ty = match self.kind {
             DeviceKind::Cpu => code::CPU,
@@ -77,7 +104,7 @@ impl Device {
 
     /// Fails unless a runtime for this device is available to allocate and copy: for CUDA and
     /// pinned memory, a driver library, a GPU and a device with this index.
-    pub fn ensure_runtime(self) -> Result<()> {
+    pub(crate) fn ensure_runtime(self) -> Result<()> {
         match self.kind {
             DeviceKind::Cpu => Ok(()),
             DeviceKind::Cuda | DeviceKind::CudaHost => {

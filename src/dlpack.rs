@@ -39,7 +39,12 @@ static OUR_DELETER_V: DeleterV = delete_versioned;
 static OUR_DELETER_L: DeleterL = delete_legacy;
 
 /// The two managed-tensor structs, seen the same way by export and import.
-pub trait ManagedKind: ManagedTensorBase + Sized + 'static {
+///
+/// # Safety
+/// Implemented for `DLManagedTensorVersioned` and `DLManagedTensor` only: import frees a block
+/// as an `Export<Self>` when `is_ours` says so, so `is_ours` must be true only for structs that
+/// `ours` made (whose deleter is this crate's).
+pub(crate) unsafe trait ManagedKind: ManagedTensorBase + Sized + 'static {
     /// Builds the struct for one of our exports, with our deleter.
     fn ours(tensor: DLTensor, flags: u64) -> Self;
     /// Whether this struct was made by `ours` (its deleter is ours).
@@ -50,7 +55,8 @@ pub trait ManagedKind: ManagedTensorBase + Sized + 'static {
     fn read_only(&self) -> bool;
 }
 
-impl ManagedKind for DLManagedTensorVersioned {
+// SAFETY: `is_ours` compares the deleter with the one `ours` installs, which only this crate has.
+unsafe impl ManagedKind for DLManagedTensorVersioned {
     fn ours(dl_tensor: DLTensor, flags: u64) -> Self {
         DLManagedTensorVersioned {
             version: DLPackVersion { major: DLPACK_MAJOR, minor: DLPACK_MINOR },
@@ -71,7 +77,8 @@ impl ManagedKind for DLManagedTensorVersioned {
     }
 }
 
-impl ManagedKind for DLManagedTensor {
+// SAFETY: as for the versioned struct.
+unsafe impl ManagedKind for DLManagedTensor {
     fn ours(dl_tensor: DLTensor, _flags: u64) -> Self {
         DLManagedTensor { dl_tensor, manager_ctx: std::ptr::null_mut(), deleter: Some(OUR_DELETER_L) }
     }
@@ -200,7 +207,7 @@ unsafe fn free_export<M: ManagedKind>(mt: *mut M) {
 
 /// Exports `t`: shared (`copy == false`, READ_ONLY when `t` is read-only) or a fresh row-major
 /// copy (IS_COPIED). The caller owns the returned struct and must call its deleter once.
-pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
+pub(crate) fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
     let copied = if copy { Some(t.copy()?) } else { None };
     let src = copied.as_ref().unwrap_or(t);
     let flags = match (copy, t.is_read_only()) {
@@ -251,7 +258,7 @@ pub fn export<M: ManagedKind>(t: &Tensor, copy: bool) -> Result<*mut M> {
 
 /// Exports `t` as a legacy managed tensor. The legacy struct cannot say "read-only", so a shared
 /// export of read-only data is refused (a copy is always writable).
-pub fn export_legacy(t: &Tensor, copy: bool) -> Result<*mut DLManagedTensor> {
+pub(crate) fn export_legacy(t: &Tensor, copy: bool) -> Result<*mut DLManagedTensor> {
     if t.is_read_only() && !copy {
         return Err(Error::read_only(
             "the tensor is read-only and the legacy DLManagedTensor cannot carry a read-only flag; \
@@ -265,7 +272,7 @@ pub fn export_legacy(t: &Tensor, copy: bool) -> Result<*mut DLManagedTensor> {
 ///
 /// # Safety
 /// `mt` is NULL or a managed tensor whose deleter has not run and that nobody uses afterwards.
-pub unsafe fn release<M: ManagedKind>(mt: *mut M) {
+pub(crate) unsafe fn release<M: ManagedKind>(mt: *mut M) {
     // SAFETY: per the function contract; dropping the `Managed` runs the deleter (dlpark also
     // runs it when the major version is foreign).
     drop(unsafe { Managed::from_raw(mt) });
@@ -277,7 +284,7 @@ pub unsafe fn release<M: ManagedKind>(mt: *mut M) {
 /// `mt` is NULL or points to a managed tensor whose fields (when the major version matches) the
 /// producer keeps valid until its deleter runs, and whose deleter may be called once from any
 /// thread.
-pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
+pub(crate) unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
     // SAFETY: per the function contract. On a version mismatch dlpark runs the deleter.
     let managed = unsafe { Managed::from_raw(mt) }.map_err(|e| match e {
         dlpark::dlpack::FromRawError::Null => Error::invalid("the managed tensor pointer is NULL"),
@@ -322,6 +329,60 @@ pub unsafe fn import<M: ManagedKind>(mt: *mut M) -> Result<Tensor> {
             drop(owner); // runs the producer's deleter now, as the contract promises
             e
         })
+}
+
+impl Tensor {
+    /// Exports the tensor through DLPack's versioned struct, sharing its memory (READ_ONLY when
+    /// the tensor is read-only). The export holds one reference to the memory until its deleter
+    /// runs: when the returned value is dropped, or by whoever it is handed to as a raw pointer
+    /// (`into_raw`), e.g. a `__dlpack__` capsule or a C consumer.
+    ///
+    /// ```
+    /// use dlbridge::Tensor;
+    ///
+    /// let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0], &[3])?;
+    /// let exported = t.to_dlpack()?;
+    /// let tensor = exported.validate().unwrap();
+    /// assert_eq!(tensor.shape(), &[3]);
+    /// // Back again: the very same memory.
+    /// let back = Tensor::from_dlpack(exported)?;
+    /// assert!(back.shares_memory(&t));
+    /// # Ok::<(), dlbridge::Error>(())
+    /// ```
+    pub fn to_dlpack(&self) -> Result<dlpark::versioned::Dlpack> {
+        let raw = export::<DLManagedTensorVersioned>(self, false)?;
+        // SAFETY: a fresh export of ours: non-NULL, version 1.3, deleter set.
+        Ok(unsafe { Managed::from_raw(raw) }.expect("our exports are non-NULL and of our major version"))
+    }
+
+    /// Exports the tensor through the legacy (pre-1.0) struct, sharing its memory. The legacy
+    /// struct cannot say "read-only", so a read-only tensor is refused
+    /// ([`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly)): export a copy instead.
+    pub fn to_dlpack_legacy(&self) -> Result<dlpark::legacy::Dlpack> {
+        let raw = export_legacy(self, false)?;
+        // SAFETY: as in `to_dlpack`.
+        Ok(unsafe { Managed::from_raw(raw) }.expect("our exports are non-NULL"))
+    }
+
+    /// Imports a versioned DLPack tensor without copying, taking ownership of it whatever
+    /// happens: on success the tensor runs the producer's deleter when its memory goes; on
+    /// failure the deleter has already run. Every field is validated first (dtype, device, rank,
+    /// strides, byte offset, and that the memory range does not wrap); the READ_ONLY flag is
+    /// kept. One of this crate's own exports comes back as the tensor it was made from.
+    ///
+    /// The producer's memory is then the tensor's, as DLPack's hand-over means: while Rust code
+    /// holds a slice of it, the producer must not write it (nor read it, for a mutable slice).
+    pub fn from_dlpack(managed: dlpark::versioned::Dlpack) -> Result<Tensor> {
+        // SAFETY: `Managed` owns a managed tensor whose fields its producer keeps valid until
+        // the deleter runs (the contract of `Managed::from_raw`).
+        unsafe { import(managed.into_raw()) }
+    }
+
+    /// [`Tensor::from_dlpack`] for the legacy struct (which has no read-only flag).
+    pub fn from_dlpack_legacy(managed: dlpark::legacy::Dlpack) -> Result<Tensor> {
+        // SAFETY: as in `from_dlpack`.
+        unsafe { import(managed.into_raw()) }
+    }
 }
 
 /// The fields of a managed tensor, each checked on its own (the layout is validated by whoever

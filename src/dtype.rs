@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 
 /// DLPack type codes (`DLDataTypeCode`), as plain integers: a code read from foreign memory is
 /// compared against these, never transmuted into a Rust enum.
-pub mod code {
+pub(crate) mod code {
     pub const INT: u8 = 0;
     pub const UINT: u8 = 1;
     pub const FLOAT: u8 = 2;
@@ -22,9 +22,23 @@ pub mod code {
     pub const FLOAT4_E2M1FN: u8 = 17;
 }
 
-/// A validated element type: a known code, a bit width that code allows, lanes >= 1, and a whole
-/// number of bytes per element (sub-byte packed types are refused as unsupported).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An element type, as DLPack describes it: a type code, a bit width and a lane count.
+///
+/// Every `DType` is valid: a known code, a bit width that code allows, at least one lane, and a
+/// whole number of bytes per element (sub-byte packed types are refused as unsupported). The
+/// usual ones are constants; any other DLPack dtype (float8 variants, vector lanes) comes from
+/// [`DType::from_dl`].
+///
+/// ```
+/// use dlbridge::DType;
+///
+/// assert_eq!(DType::F32.itemsize(), 4);
+/// assert_eq!(DType::C128.to_string(), "complex128");
+/// let dl = DType::BF16.to_dl();
+/// assert_eq!((dl.code.0, dl.bits, dl.lanes), (4, 16, 1));
+/// assert_eq!(DType::from_dl(dl).unwrap(), DType::BF16);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DType {
     code: u8,
     bits: u8,
@@ -32,11 +46,43 @@ pub struct DType {
 }
 
 impl DType {
+    /// `bool`, one byte per element (DLPack's kDLBool, 8 bits).
+    pub const BOOL: DType = DType { code: code::BOOL, bits: 8, lanes: 1 };
+    /// `int8`.
+    pub const I8: DType = DType { code: code::INT, bits: 8, lanes: 1 };
+    /// `int16`.
+    pub const I16: DType = DType { code: code::INT, bits: 16, lanes: 1 };
+    /// `int32`.
+    pub const I32: DType = DType { code: code::INT, bits: 32, lanes: 1 };
+    /// `int64`.
+    pub const I64: DType = DType { code: code::INT, bits: 64, lanes: 1 };
+    /// `uint8`.
     pub const U8: DType = DType { code: code::UINT, bits: 8, lanes: 1 };
+    /// `uint16`.
+    pub const U16: DType = DType { code: code::UINT, bits: 16, lanes: 1 };
+    /// `uint32`.
+    pub const U32: DType = DType { code: code::UINT, bits: 32, lanes: 1 };
+    /// `uint64`.
+    pub const U64: DType = DType { code: code::UINT, bits: 64, lanes: 1 };
+    /// `float16` (IEEE half precision).
+    pub const F16: DType = DType { code: code::FLOAT, bits: 16, lanes: 1 };
+    /// `bfloat16`.
+    pub const BF16: DType = DType { code: code::BFLOAT, bits: 16, lanes: 1 };
+    /// `float32`.
     pub const F32: DType = DType { code: code::FLOAT, bits: 32, lanes: 1 };
+    /// `float64`.
     pub const F64: DType = DType { code: code::FLOAT, bits: 64, lanes: 1 };
+    /// `complex64`: two `float32`s, real part first.
+    pub const C64: DType = DType { code: code::COMPLEX, bits: 64, lanes: 1 };
+    /// `complex128`: two `float64`s, real part first.
+    pub const C128: DType = DType { code: code::COMPLEX, bits: 128, lanes: 1 };
 
-    /// Checks a dtype handed to us by C or found in a foreign tensor.
+    /// Checks a DLPack dtype (from C, from a foreign tensor, or made up): unknown codes, bit
+    /// widths a code does not allow and zero lanes are [`ErrorKind::InvalidArgument`]; sub-byte
+    /// types are [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::InvalidArgument`]: crate::ErrorKind::InvalidArgument
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
     #[inline]
     pub fn from_dl(dt: DLDataType) -> Result<DType> {
         let (code, bits, lanes) = (dt.code.0, dt.bits, dt.lanes);
@@ -111,6 +157,7 @@ impl DType {
         Ok(DType { code, bits, lanes })
     }
 
+    /// The DLPack struct for this dtype.
     pub fn to_dl(self) -> DLDataType {
         DLDataType { code: crate::abi::DLDataTypeCode(self.code), bits: self.bits, lanes: self.lanes }
     }
@@ -118,6 +165,21 @@ impl DType {
     /// Bytes one element occupies (always at least 1).
     pub fn itemsize(self) -> usize {
         (usize::from(self.bits) * usize::from(self.lanes)) / 8
+    }
+
+    /// The DLPack type code (0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool, 7..=14 float8, …).
+    pub fn code(self) -> u8 {
+        self.code
+    }
+
+    /// Bits per lane.
+    pub fn bits(self) -> u8 {
+        self.bits
+    }
+
+    /// Lanes per element (1 but for vector types).
+    pub fn lanes(self) -> u16 {
+        self.lanes
     }
 
     /// The named scalar type, for the dtypes that casts convert between.

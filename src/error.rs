@@ -1,11 +1,13 @@
-//! The core's error type. Every failure carries a message written for the C programmer who will
-//! read it through `dlb_last_error()`, and a kind that the boundary maps onto a `dlb_status`.
+//! The error type. Every failure carries a message written for the programmer who will read it
+//! (through `dlb_last_error()` in C, `Display` in Rust), and a kind that the C boundary maps onto
+//! a `dlb_status`.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write};
 
-/// What went wrong, by class. The C boundary maps each kind onto one `dlb_status` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What went wrong, by class. The C API reports each kind as one `dlb_status` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// NULL where not allowed, negative extent, view out of bounds, overflow, bad dtype.
     InvalidArgument,
@@ -21,17 +23,26 @@ pub enum ErrorKind {
     Version,
 }
 
-/// A failed core operation: a kind and a human-readable message.
+/// A failed operation: a kind and a message that says what was wrong with which value.
+///
+/// ```
+/// use dlbridge::{DType, Device, ErrorKind, Tensor};
+///
+/// let t = Tensor::zeros(&[2, 3], DType::F32, Device::CPU).unwrap();
+/// let err = t.view(&[4], None, 3).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+/// assert!(err.message().contains("outside the 6 elements"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
-    pub kind: ErrorKind,
-    pub message: Cow<'static, str>,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: Cow<'static, str>,
 }
 
 /// What an error message can be made of: fixed text (no allocation) or `format_args!(...)`,
 /// formatted without aborting when memory runs out (see [`message`]).
-pub trait IntoMessage {
+pub(crate) trait IntoMessage {
     fn into_message(self) -> Cow<'static, str>;
 }
 
@@ -54,38 +65,44 @@ impl IntoMessage for Cow<'static, str> {
 }
 
 impl Error {
-    pub fn new(kind: ErrorKind, message: impl IntoMessage) -> Self {
-        Error { kind, message: message.into_message() }
-    }
-    pub fn invalid(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::InvalidArgument, message)
-    }
-    pub fn unsupported(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::Unsupported, message)
-    }
-    pub fn out_of_memory(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::OutOfMemory, message)
-    }
-    pub fn device(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::Device, message)
-    }
-    pub fn read_only(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::ReadOnly, message)
-    }
-    pub fn version(message: impl IntoMessage) -> Self {
-        Self::new(ErrorKind::Version, message)
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
-    /// The same error with `context` put in front of its message ("context: message").
-    pub fn context(self, context: std::fmt::Arguments<'_>) -> Self {
-        Error::new(self.kind, format_args!("{context}: {}", self.message))
+    /// The message, e.g. "view element 7 lies outside the 6 elements of its storage".
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn new(kind: ErrorKind, message: impl IntoMessage) -> Self {
+        Error { kind, message: message.into_message() }
+    }
+    pub(crate) fn invalid(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub(crate) fn unsupported(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+    pub(crate) fn out_of_memory(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::OutOfMemory, message)
+    }
+    pub(crate) fn device(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::Device, message)
+    }
+    pub(crate) fn read_only(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::ReadOnly, message)
+    }
+    pub(crate) fn version(message: impl IntoMessage) -> Self {
+        Self::new(ErrorKind::Version, message)
     }
 }
 
+/// `std::result::Result` with dlbridge's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a message says when formatting it ran out of memory.
-pub const MESSAGE_LOST: &str = "(the error message could not be written: out of memory)";
+pub(crate) const MESSAGE_LOST: &str = "(the error message could not be written: out of memory)";
 
 /// A `String` writer that reserves before every write instead of aborting.
 struct TryString(String);
@@ -100,7 +117,7 @@ impl Write for TryString {
 
 /// Formats an error message without aborting: a message without arguments is used as it is (no
 /// allocation), and one whose formatting runs out of memory becomes [`MESSAGE_LOST`].
-pub fn message(args: fmt::Arguments<'_>) -> Cow<'static, str> {
+pub(crate) fn message(args: fmt::Arguments<'_>) -> Cow<'static, str> {
     if let Some(text) = args.as_str() {
         return Cow::Borrowed(text);
     }

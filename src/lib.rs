@@ -1,32 +1,93 @@
-//! dlbridge: tensor exchange through DLPack, with a C ABI.
+//! dlbridge: tensor exchange through DLPack, for Rust, C and Python.
 //!
-//! The C contract (names, parameter order, status values) is `shared/docs/c-api.md`; its
-//! generated header is `include/dlbridge.h`. The crate has two halves:
+//! A [`Tensor`] is a strided, typed view of memory on the CPU, in pinned host memory or on a CUDA
+//! device. Every operation says whether it shares memory or copies it:
 //!
-//! - a safe core — [`dtype`], [`device`], [`layout`], [`storage`], [`tensor`], [`copy`],
-//!   [`cast`] and [`dlpack`] — plain Rust with unit tests and no `extern "C"`;
-//! - a thin boundary, [`ffi`], holding every exported function: each checks its arguments,
-//!   calls the core inside one panic-catching wrapper and turns the result into a `dlb_status`
-//!   plus a thread-local message.
+//! | shares the memory | makes new memory |
+//! |---|---|
+//! | [`Tensor::alias`], [`Tensor::view`], `Clone` | [`Tensor::copy`], [`Tensor::cast`], [`Tensor::to_device`] |
+//! | [`Tensor::to_dlpack`], [`Tensor::from_dlpack`] | [`Tensor::zeros`], [`Tensor::from_slice`] |
+//! | [`Tensor::from_vec`] (takes the `Vec` over) | |
 //!
-//! Ownership in one sentence: memory lives in a reference-counted [`storage::Storage`]; aliases,
-//! views and DLPack exports each hold a reference, and the memory (or the foreign release
-//! callback, or the producer's DLPack deleter) goes exactly once, with the last reference.
+//! Memory lives as long as any tensor, view or DLPack export of it does, and is freed (or given
+//! back to its producer) exactly once, on whichever thread lets go last.
+//!
+//! ```
+//! use dlbridge::{DType, Device, Tensor};
+//!
+//! let t = Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[2, 3])?;
+//! // A transposed view shares the memory; a copy of it is row-major.
+//! let tr = t.view(&[3, 2], Some(&[1, 3]), 0)?;
+//! assert!(tr.shares_memory(&t) && !tr.is_contiguous());
+//! assert_eq!(tr.copy()?.as_slice::<f32>()?, &[0., 3., 1., 4., 2., 5.]);
+//! // Casts convert into new memory.
+//! assert_eq!(t.cast(DType::I64)?.as_slice::<i64>()?, &[0, 1, 2, 3, 4, 5]);
+//! assert_eq!(t.device(), Device::CPU);
+//! # Ok::<(), dlbridge::Error>(())
+//! ```
+//!
+//! DLPack exchange uses [`dlpark`]'s owned managed tensors (re-exported as [`dlpark`] so that
+//! the versions match). The `ndarray` feature adds zero-copy `ndarray` views of tensors and
+//! tensors that take over an `ndarray::Array`.
+//!
+//! The same library is a C library (`libdlbridge.so`, `include/dlbridge.h`); its functions are
+//! a thin boundary over this crate and are documented in the repository's `docs/c-api.md`.
+//!
+//! Inside, the crate is a safe core (dtype, device, layout, storage, tensor, copy, cast, dlpack,
+//! transfer) and one folder, `ffi`, that holds every exported C function.
+#![warn(missing_docs)]
 
 pub use dlpark;
 
-pub mod abi;
-pub mod alloc;
-pub mod cast;
-pub mod copy;
-pub mod cuda;
-pub mod device;
-pub mod dlpack;
-pub mod dtype;
-pub mod error;
-pub mod ffi;
-pub mod host_memory;
-pub mod layout;
-pub mod storage;
-pub mod tensor;
-pub mod transfer;
+pub use device::{Device, DeviceKind};
+pub use dtype::DType;
+pub use element::Element;
+pub use error::{Error, ErrorKind, Result};
+pub use tensor::Tensor;
+
+mod abi;
+mod alloc;
+#[cfg(feature = "ndarray")]
+mod array;
+mod cast;
+mod copy;
+mod cuda;
+mod device;
+mod dlpack;
+mod dtype;
+mod element;
+mod error;
+mod ffi;
+mod host_memory;
+mod layout;
+mod storage;
+mod tensor;
+mod transfer;
+
+/// The internals are private: none of these paths compiles outside the crate (checked by these
+/// doctests, one per module, so that each must fail on its own).
+///
+/// ```compile_fail
+/// use dlbridge::transfer;
+/// ```
+/// ```compile_fail
+/// use dlbridge::alloc;
+/// ```
+/// ```compile_fail
+/// use dlbridge::storage;
+/// ```
+/// ```compile_fail
+/// use dlbridge::host_memory;
+/// ```
+/// ```compile_fail
+/// use dlbridge::ffi;
+/// ```
+/// ```compile_fail
+/// use dlbridge::copy;
+/// ```
+/// ```
+/// // The control: what is public compiles.
+/// use dlbridge::{DType, Device, Element, Error, ErrorKind, Result, Tensor, dlpark};
+/// ```
+#[cfg(doctest)]
+pub struct PrivateInternals;

@@ -26,11 +26,11 @@ pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
 /// Who frees the memory when the storage goes.
 pub enum Owner {
     /// dlbridge's own allocation (None when zero bytes were asked for).
-    Host(Option<HostBlock>),
+    Host(#[allow(dead_code, reason = "held for its Drop, which gives the block back")] Option<HostBlock>),
     /// Memory lent by the caller of `dlb_tensor_from_data`.
     Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
-    Imported(dlpark::AllocationDeleter),
+    Imported(#[allow(dead_code, reason = "held for its Drop, which runs the producer's deleter")] dlpark::AllocationDeleter),
     /// dlbridge's own CUDA device memory (`cuMemAlloc`).
     CudaDevice,
     /// dlbridge's own pinned host memory (`cuMemHostAlloc`).

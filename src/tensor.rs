@@ -11,7 +11,26 @@ use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 use crate::transfer;
 
-/// A tensor. Cloning it is an alias: same memory, one more reference to the storage.
+/// A tensor: memory on a device, a strided layout over it (shape and strides counted in
+/// elements, strides may be negative or zero), a dtype and a read-only bit.
+///
+/// Cloning a tensor is [`Tensor::alias`]: the same memory, one more reference to it. The memory
+/// goes with the last tensor, view or DLPack export that references it, on whichever thread
+/// that is. Tensors are `Send` and `Sync`; typed access checks the rules that keep Rust's
+/// aliasing guarantees (see [`Tensor::as_slice_mut`]).
+///
+/// ```
+/// use dlbridge::{DType, Device, Tensor};
+///
+/// let t = Tensor::zeros(&[2, 3], DType::F32, Device::CPU)?;
+/// assert_eq!((t.shape(), t.strides(), t.numel()), (&[2i64, 3][..], &[3i64, 1][..], 6));
+/// // Every second element of row 1, backwards: offsets and strides count elements.
+/// let v = t.view(&[2], Some(&[-2]), 5)?;
+/// assert!(v.shares_memory(&t));
+/// let c = v.copy()?;
+/// assert!(!c.shares_memory(&t) && c.is_contiguous());
+/// # Ok::<(), dlbridge::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Tensor {
     storage: Shared<Storage>,
@@ -41,8 +60,14 @@ unsafe impl Send for Tensor {}
 unsafe impl Sync for Tensor {}
 
 impl Tensor {
-    /// A new uninitialised (or zeroed) row-major tensor on `device`.
-    pub fn empty(shape: &[i64], dtype: DType, device: Device, zeroed: bool) -> Result<Tensor> {
+    /// A new zeroed, row-major, writable tensor on `device`.
+    pub fn zeros(shape: &[i64], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::empty(shape, dtype, device, true)
+    }
+
+    /// A new uninitialised (or zeroed) row-major tensor on `device`. Only the C API and Python
+    /// hand out uninitialised memory; Rust code reads elements only of zeroed or written tensors.
+    pub(crate) fn empty(shape: &[i64], dtype: DType, device: Device, zeroed: bool) -> Result<Tensor> {
         let layout = Layout::new(shape, None, dtype.itemsize())?;
         let storage = Storage::allocate(device, layout.numel() * dtype.itemsize(), zeroed)?;
         let data = storage.base();
@@ -57,7 +82,7 @@ impl Tensor {
     /// # Safety
     /// Every element the layout describes from `data` must be valid memory on `device` for as
     /// long as `owner` has not released it.
-    pub unsafe fn from_borrowed(
+    pub(crate) unsafe fn from_borrowed(
         data: *mut u8,
         shape: &[i64],
         strides: Option<&[i64]>,
@@ -79,7 +104,7 @@ impl Tensor {
 
     /// Puts a layout on an existing storage (the re-import of one of our own exports). The
     /// layout must lie inside the storage.
-    pub fn on_storage(
+    pub(crate) fn on_storage(
         storage: Shared<Storage>,
         data: *mut u8,
         shape: &[i64],
@@ -96,56 +121,71 @@ impl Tensor {
         Ok(Tensor { storage, data, layout, dtype, read_only })
     }
 
+    /// The extent of each axis.
     pub fn shape(&self) -> &[i64] {
         self.layout.shape()
     }
+    /// The step between neighbours along each axis, in elements.
     pub fn strides(&self) -> &[i64] {
         self.layout.strides()
     }
+    /// The number of axes.
+    pub fn ndim(&self) -> usize {
+        self.layout.shape().len()
+    }
+    /// The number of elements (1 for a 0-d tensor, 0 when any extent is 0).
     pub fn numel(&self) -> usize {
         self.layout.numel()
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Where the memory lives.
     pub fn device(&self) -> Device {
         self.storage.device()
     }
+    /// Whether the tensor refuses writes (a producer exported it read-only). Views keep the
+    /// bit; copies are always writable.
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
+    /// Whether the layout is row-major without gaps (extent-1 axes may have any stride).
     pub fn is_contiguous(&self) -> bool {
         self.layout.is_contiguous()
     }
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-    pub fn storage(&self) -> &Shared<Storage> {
+    pub(crate) fn storage(&self) -> &Shared<Storage> {
         &self.storage
     }
     /// Gives up the tensor, keeping its reference to the storage.
-    pub fn into_storage(self) -> Shared<Storage> {
+    pub(crate) fn into_storage(self) -> Shared<Storage> {
         self.storage
     }
-    /// The first element, for reading.
+    /// The address of the first element, on the tensor's device (NULL or dangling when there
+    /// are no elements), for handing to C or device code. Reading through it needs the memory
+    /// to be host memory; writing needs what [`Tensor::as_slice_mut`] checks, or an agreement
+    /// with whoever else uses the memory.
     pub fn data_ptr(&self) -> *mut u8 {
         self.data
     }
 
     /// The first element, for writing; refused on read-only tensors.
-    pub fn data_mut(&self) -> Result<*mut u8> {
+    pub(crate) fn data_mut(&self) -> Result<*mut u8> {
         if self.read_only {
             return Err(Error::read_only("the tensor is read-only; it cannot hand out a writable pointer"));
         }
         Ok(self.data)
     }
 
-    /// The same memory through a new handle.
+    /// The same memory, layout and dtype through a new tensor (the same as `clone`).
     pub fn alias(&self) -> Tensor {
         self.clone()
     }
 
-    /// A strided view; `offset` and `strides` count elements from this tensor's first element.
+    /// A strided view of the same memory: `shape`, `strides` (None: row-major) and `offset`
+    /// count elements, the offset from this tensor's first element. Any view that stays inside
+    /// the memory is allowed (transposes, negative and zero strides, the whole storage from a
+    /// view of part of it); one that reaches outside is refused, naming the element.
     pub fn view(&self, shape: &[i64], strides: Option<&[i64]>, offset: i64) -> Result<Tensor> {
         let layout = Layout::new(shape, strides, self.dtype.itemsize())?;
         let first = offset_in(&self.storage, self.data).expect("a tensor's data lies in its storage");
@@ -189,7 +229,11 @@ impl Tensor {
         Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false })
     }
 
-    /// A converting copy (row-major, writable) on the same device (through host memory for CUDA).
+    /// A converting copy (row-major, writable) on the same device (through host memory for
+    /// CUDA), between bool, the integers, float16, bfloat16, float32, float64 and the complex
+    /// types: integers narrow by wrapping, floats become integers by truncating toward zero
+    /// (saturating, NaN to 0), anything becomes bool as `!= 0`, and half floats round to
+    /// nearest even. Casting complex to real is refused rather than dropping the imaginary part.
     pub fn cast(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype {
             return self.copy();
@@ -247,7 +291,8 @@ impl Tensor {
         (self.shape().iter().map(|&n| n as usize).collect(), bytes(self), bytes(out))
     }
 
-    /// Whether the byte ranges the two tensors reach overlap, on the same device.
+    /// Whether the byte ranges the two tensors reach overlap, on the same device (a
+    /// conservative answer for interleaved strided views, as NumPy's `may_share_memory`).
     pub fn shares_memory(&self, other: &Tensor) -> bool {
         if self.device() != other.device() {
             return false;

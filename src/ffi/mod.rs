@@ -5,11 +5,8 @@
 //! holds the Python package's capsule helpers, which are not part of the C contract or the header.
 //! (The order of the modules is the order of the declarations in the generated header.)
 
-pub mod tensor;
-pub mod dlpack;
-pub mod error;
-pub mod handle;
-pub mod python;
-
-pub use error::dlb_status;
-pub use handle::dlb_tensor;
+mod tensor;
+mod dlpack;
+mod error;
+mod handle;
+mod python;
