@@ -1,6 +1,6 @@
 //! The DLPack 1.3 ABI structs, in one place. They come from `dlpark::ffi` (the crate's bindgen
 //! output of the official header); this module re-exports them and pins their layout at compile
-//! time against the figures in `shared/docs/dlpack-notes.md`, so a dlpark release that changed a
+//! time against the sizes and offsets of the DLPack 1.3 header, so a dlpark release that changed a
 //! struct would stop the build instead of corrupting memory. `DLDeviceType` and `DLDataTypeCode`
 //! are transparent integers there, so any value C hands us is a valid Rust value.
 
