@@ -12,12 +12,15 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 .PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
-	test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
+	test-dependent test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
 
 all: build
 
+# The C libraries, target/release/libdlbridge.so and libdlbridge.a. The crate itself is a plain
+# Rust library (no crate-type in Cargo.toml), so a crate that depends on dlbridge builds only the
+# rlib; the cdylib and the staticlib are built from it here, by cargo rustc --crate-type.
 build:
-	$(CARGO) build --release
+	$(CARGO) rustc --release --lib --crate-type cdylib,staticlib
 
 # cbindgen, pinned, installed into build/tools (not the user's ~/.cargo).
 $(CBINDGEN):
@@ -68,6 +71,7 @@ bench: build python-package
 
 # The C tour, the Python tour and the interop matrix.
 demo: build python-package
+	$(CARGO) run --release --features ndarray --example tour
 	bash examples/c/run.sh
 	$(VENV_PY) -m dlbridge.tour
 	$(VENV_PY) -m dlbridge.matrix
@@ -76,18 +80,22 @@ demo: build python-package
 lint:
 	rustup component add clippy rustfmt
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --lib -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --all-features
 
-test: check-header lint test-rust test-miri test-stress test-tsan test-fuzz test-c test-python test-cuda-fake test-examples
+test: check-header lint test-rust test-miri test-stress test-tsan test-fuzz test-c test-python test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
 
+# Unit, integration and doc tests, with and without the ndarray feature.
 test-rust:
-	$(CARGO) test --release
+	$(CARGO) test --release --all-features
+	$(CARGO) test --release --lib
 
 # Miri checks the unsafe code (the core's unit tests and the C-style integration tests).
 test-miri:
 	rustup component add --toolchain nightly miri rust-src
-	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --lib --test ffi --test stress --test oom
+	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) +nightly miri test --features ndarray --lib --test ffi --test stress --test oom
 
 # 8 threads x 1,000,000 mixed operations on shared tensors, deleters on other threads (tests/stress.rs).
 test-stress:
@@ -142,9 +150,16 @@ test-gpu: build python-package $(OFFICIAL_DLPACK)
 	$(VENV_PY) -m pytest -q tests/python
 
 test-examples: build python-package
+	$(CARGO) run --release --features ndarray --example tour > /dev/null
+	$(CARGO) run --release --example readme_example > /dev/null
 	bash examples/c/run.sh > /dev/null
 	$(VENV_PY) examples/python/readme_example.py > /dev/null
 	bash tests/readme_check.sh
+
+# A crate that depends on dlbridge (tests/dependent) builds and runs, and no libdlbridge.so or
+# libdlbridge.a appears in its target directory (target/dependent).
+test-dependent:
+	bash tests/dependent/run.sh
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's examples must be exactly the files that are compiled and run (examples/c/
-# readme_example.c and examples/python/readme_example.py), so that they work as printed.
+# The README's examples must be exactly the files that are compiled and run (examples/rust/
+# readme_example.rs, examples/c/readme_example.c and examples/python/readme_example.py), so that
+# they work as printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
@@ -15,6 +16,7 @@ check() { # section heading, fence language, file
     echo "README $2 example matches $3"
   fi
 }
+check "Using it from Rust" rust examples/rust/readme_example.rs
 check "Using it from C" c examples/c/readme_example.c
 check "Using it from Python" python examples/python/readme_example.py
 exit $status
