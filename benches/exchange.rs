@@ -10,16 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dlbridge::abi::{
-    DLDataType, DLDataTypeCode, DLDevice, DLDeviceType, DLManagedTensor, DLManagedTensorVersioned,
-};
-use dlbridge::ffi::dlb_status::DLB_OK;
-use dlbridge::ffi::dlb_tensor;
-use dlbridge::ffi::dlpack::{
-    dlb_tensor_from_dlpack, dlb_tensor_from_dlpack_versioned, dlb_tensor_to_dlpack,
-    dlb_tensor_to_dlpack_versioned,
-};
-use dlbridge::ffi::tensor::{dlb_tensor_alias, dlb_tensor_free, dlb_tensor_from_data, dlb_tensor_view};
+
+#[path = "../tests/common/c_api.rs"]
+mod c_api;
+use c_api::*;
 
 /// A wrapped float32 tensor of `bytes` bytes, shape `[bytes / 4096, 1024]`, over memory that is
 /// allocated (reserved) but never touched.
@@ -39,6 +33,8 @@ impl Wrapped {
         let f32 = DLDataType { code: DLDataTypeCode(2), bits: 32, lanes: 1 };
         let cpu = DLDevice { device_type: DLDeviceType(1), device_id: 0 };
         let mut t = std::ptr::null_mut();
+        // SAFETY: `mem` holds the bytes of the row-major shape (nothing reads them here) and is
+        // freed only in `drop`, after the handle; shape is valid for 2 reads; no release.
         let st = unsafe {
             dlb_tensor_from_data(
                 mem.cast(),
@@ -60,6 +56,8 @@ impl Wrapped {
 
 impl Drop for Wrapped {
     fn drop(&mut self) {
+        // SAFETY: the handle is live and not used afterwards (views and exports of it are gone);
+        // `mem` came from `alloc` with this layout and the handle no longer uses it.
         unsafe {
             dlb_tensor_free(self.t);
             std::alloc::dealloc(self.mem, self.layout);
@@ -77,6 +75,7 @@ fn calls(c: &mut Criterion) {
             let mut v = std::ptr::null_mut();
             let (shape, strides) = ([256i64], [1i64]);
             assert_eq!(
+                // SAFETY: w.t is a live handle; shape and strides are valid for 1 read.
                 unsafe { dlb_tensor_view(w.t, shape.as_ptr(), strides.as_ptr(), 1, 0, &mut v) },
                 DLB_OK
             );
@@ -85,6 +84,7 @@ fn calls(c: &mut Criterion) {
             w.t
         };
         g.bench_function(BenchmarkId::new("dlpack_versioned_roundtrip", size), |b| {
+            // SAFETY: `t` lives through the group; the import consumes the export; `back` is freed once.
             b.iter(|| unsafe {
                 let mut mt: *mut DLManagedTensorVersioned = std::ptr::null_mut();
                 dlb_tensor_to_dlpack_versioned(black_box(t), false, &mut mt);
@@ -94,6 +94,7 @@ fn calls(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("dlpack_legacy_roundtrip", size), |b| {
+            // SAFETY: `t` lives through the group; the import consumes the export; `back` is freed once.
             b.iter(|| unsafe {
                 let mut mt: *mut DLManagedTensor = std::ptr::null_mut();
                 dlb_tensor_to_dlpack(black_box(t), &mut mt);
@@ -103,6 +104,7 @@ fn calls(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("export_and_deleter", size), |b| {
+            // SAFETY: `t` is live for the whole group; the export is released by its deleter exactly once.
             b.iter(|| unsafe {
                 let mut mt: *mut DLManagedTensorVersioned = std::ptr::null_mut();
                 dlb_tensor_to_dlpack_versioned(black_box(t), false, &mut mt);
@@ -110,6 +112,7 @@ fn calls(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("alias_and_free", size), |b| {
+            // SAFETY: `t` is live for the whole group; the alias is freed once.
             b.iter(|| unsafe {
                 let mut a = std::ptr::null_mut();
                 dlb_tensor_alias(black_box(t), &mut a);
@@ -118,6 +121,7 @@ fn calls(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("view_and_free", size), |b| {
             let (shape, strides) = ([16i64, 8], [1i64, 16]);
+            // SAFETY: `t` is live for the whole group; the view lies inside it and is freed once.
             b.iter(|| unsafe {
                 let mut v = std::ptr::null_mut();
                 dlb_tensor_view(black_box(t), shape.as_ptr(), strides.as_ptr(), 2, 3, &mut v);
@@ -125,6 +129,7 @@ fn calls(c: &mut Criterion) {
             })
         });
         if t != w.t {
+            // SAFETY: the view made above, not used afterwards.
             unsafe { dlb_tensor_free(t) };
         }
     }

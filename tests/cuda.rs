@@ -13,12 +13,8 @@ use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
 use std::ptr::null_mut;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use dlbridge::abi::*;
-use dlbridge::ffi::dlpack::*;
-use dlbridge::ffi::tensor::*;
-use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
-
 mod common;
+use common::c_api::*;
 use common::{CPU, dl, dt, expect, free, last_error, ok};
 
 // ---------------------------------------------------------------------------------------------
@@ -87,6 +83,7 @@ fn driver() -> Driver {
 
 fn calls(name: &str) -> i64 {
     let c = CString::new(name).unwrap();
+    // SAFETY: the fake's function, called with the signature it declares and a NUL-terminated name.
     fake().map_or(0, |f| unsafe { (f.call_count)(c.as_ptr()) })
 }
 
@@ -110,7 +107,9 @@ fn check() -> Check {
     let f = fake();
     Check {
         live: dlb_live_allocations(),
+        // SAFETY: the fake's function, called with the signature it declares (no arguments).
         misuse: f.map_or(0, |f| unsafe { (f.misuse_count)() }),
+        // SAFETY: the fake's function, called with the signature it declares (no arguments).
         device_allocations: f.map_or(0, |f| unsafe { (f.live_device_allocations)() }),
         _guard: guard,
     }
@@ -120,6 +119,7 @@ impl Drop for Check {
     fn drop(&mut self) {
         if let Some(f) = fake() {
             // Whatever happened, the next test starts with a working driver.
+            // SAFETY: the fake's functions, called with the signatures they declare.
             unsafe {
                 (f.fail_allocs_after)(-1);
                 (f.fail_copies_after)(-1);
@@ -130,6 +130,8 @@ impl Drop for Check {
         }
         assert_eq!(dlb_live_allocations(), self.live, "a test leaked a data buffer");
         if let Some(f) = fake() {
+            // SAFETY: the fake's functions, called with the signatures they declare; last_misuse returns a
+            // NUL-terminated string that stays valid while it is read here.
             unsafe {
                 let last = CStr::from_ptr((f.last_misuse)()).to_string_lossy();
                 assert_eq!((f.misuse_count)(), self.misuse, "the fake driver saw a misuse: {last}");
@@ -175,14 +177,17 @@ fn itemsize(t: *const dlb_tensor) -> usize {
 /// A CPU tensor whose bytes are a pattern that differs at every byte position and per `seed`.
 fn patterned(shape: &[i64], dtype: DLDataType, seed: u8) -> *mut dlb_tensor {
     let mut t = null_mut();
+    // SAFETY: `shape` is valid for its length in reads; `t` is a valid out-parameter.
     ok(unsafe { dlb_tensor_empty(shape.as_ptr(), shape.len() as i32, dtype, CPU, &mut t) });
     let n = shape.iter().product::<i64>() as usize * (dtype.bits as usize / 8);
     let mut p = null_mut();
+    // SAFETY: `t` is the live, writable handle made above; `p` is a valid out-parameter.
     ok(unsafe { dlb_tensor_data_mut(t, &mut p) });
     for i in 0..n {
         let v = (i as u32).wrapping_mul(2654435761).rotate_right(13) as u8 ^ seed;
         // Keep bool elements 0 or 1.
         let v = if dtype.code.0 == 6 { v & 1 } else { v };
+        // SAFETY: `p` points at the n bytes of the fresh row-major host tensor, and i < n.
         unsafe { *p.cast::<u8>().add(i) = v };
     }
     t
@@ -194,7 +199,9 @@ fn host_bytes(t: *const dlb_tensor) -> Vec<u8> {
     assert!(d.device.device_type.0 == 1 || d.device.device_type.0 == 3, "host tensors only");
     let size = itemsize(t);
     let nd = d.ndim as usize;
+    // SAFETY: a live handle's DLTensor has `ndim` shape entries.
     let shape = if nd == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(d.shape, nd) } };
+    // SAFETY: strides is non-NULL with `ndim` entries for dlbridge's tensors.
     let strides = if nd == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(d.strides, nd) } };
     let n: i64 = shape.iter().product();
     let mut out = Vec::with_capacity(n as usize * size);
@@ -204,7 +211,9 @@ fn host_bytes(t: *const dlb_tensor) -> Vec<u8> {
             off += (rem % shape[a]) * strides[a];
             rem /= shape[a];
         }
+        // SAFETY: `off` is the offset of an element of `t`, inside its host memory.
         let p = unsafe { d.data.cast::<u8>().offset((off * size as i64) as isize) };
+        // SAFETY: `p` is an element of `t`: `size` readable bytes.
         out.extend_from_slice(unsafe { std::slice::from_raw_parts(p, size) });
     }
     out
@@ -212,6 +221,7 @@ fn host_bytes(t: *const dlb_tensor) -> Vec<u8> {
 
 fn to(t: *const dlb_tensor, dev: DLDevice) -> *mut dlb_tensor {
     let mut out = null_mut();
+    // SAFETY: `t` is a live handle; `out` is a valid out-parameter.
     ok(unsafe { dlb_tensor_to_device(t, dev, &mut out) });
     assert_eq!(dl(out).device, dev);
     out
@@ -219,12 +229,14 @@ fn to(t: *const dlb_tensor, dev: DLDevice) -> *mut dlb_tensor {
 
 fn view(t: *const dlb_tensor, shape: &[i64], strides: &[i64], offset: i64) -> *mut dlb_tensor {
     let mut out = null_mut();
+    // SAFETY: `t` is a live handle; shape and strides are valid for their (equal) length; `out` is valid.
     ok(unsafe { dlb_tensor_view(t, shape.as_ptr(), strides.as_ptr(), shape.len() as i32, offset, &mut out) });
     out
 }
 
 fn copy(t: *const dlb_tensor) -> *mut dlb_tensor {
     let mut out = null_mut();
+    // SAFETY: `t` is a live handle; `out` is a valid out-parameter.
     ok(unsafe { dlb_tensor_copy(t, &mut out) });
     out
 }
@@ -269,10 +281,13 @@ fn without_a_driver_every_cuda_request_is_a_device_error() {
     let shape = [2i64, 3];
     for dev in [cuda(0), cuda(1), PINNED] {
         let mut out = null_mut();
+        // SAFETY: `shape` is valid for 2 reads; `out` is a valid out-parameter.
         expect_missing(unsafe { dlb_tensor_empty(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) });
         assert!(out.is_null());
+        // SAFETY: `shape` is valid for 2 reads; `out` is a valid out-parameter.
         expect_missing(unsafe { dlb_tensor_zeros(shape.as_ptr(), 2, dt(2, 32), dev, &mut out) });
         let t = patterned(&shape, dt(2, 32), 0);
+        // SAFETY: `t` is a live handle; `out` is a valid out-parameter.
         expect_missing(unsafe { dlb_tensor_to_device(t, dev, &mut out) });
         assert!(out.is_null());
         free(&[t]);
@@ -294,14 +309,17 @@ fn devices_are_counted_and_checked() {
     let mut out = null_mut();
     let shape = [4i64];
     expect(
+        // SAFETY: `shape` is valid for 1 read; `out` is a valid out-parameter.
         unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(n), &mut out) },
         DLB_ERR_DEVICE,
         "does not exist",
     );
     let t = patterned(&shape, dt(2, 32), 1);
+    // SAFETY: `t` is a live handle; `out` is a valid out-parameter.
     expect(unsafe { dlb_tensor_to_device(t, cuda(n + 3), &mut out) }, DLB_ERR_DEVICE, "reports");
     // Zero-size tensors need no memory but still a real device.
     let empty = [0i64, 5];
+    // SAFETY: `empty` is valid for 2 reads; `out` is a valid out-parameter.
     ok(unsafe { dlb_tensor_empty(empty.as_ptr(), 2, dt(2, 32), cuda(0), &mut out) });
     let back = to(out, CPU);
     assert_eq!(host_bytes(back), []);
@@ -329,6 +347,7 @@ fn every_dtype_round_trips_between_all_devices() {
             held.push(cur);
             let d = dl(cur);
             assert_eq!((d.dtype.code.0, d.dtype.bits), (code, bits));
+            // SAFETY: a 3-d handle has 3 shape entries.
             assert_eq!(unsafe { std::slice::from_raw_parts(d.shape, 3) }, [3, 5, 7]);
         }
         assert_eq!(host_bytes(cur), want, "dtype ({code}, {bits})");
@@ -351,6 +370,7 @@ fn zeros_on_the_device_are_zero() {
     for dev in [cuda(0), PINNED] {
         let mut t = null_mut();
         let shape = [1000i64, 3];
+        // SAFETY: `shape` is valid for 2 reads; `t` is a valid out-parameter.
         ok(unsafe { dlb_tensor_zeros(shape.as_ptr(), 2, dt(2, 64), dev, &mut t) });
         assert_eq!(dl(t).data as usize % 256, 0, "256-byte alignment");
         assert!(fetch(t).iter().all(|&b| b == 0));
@@ -455,13 +475,17 @@ fn casts_of_device_tensors_convert() {
     let _c = check();
     let mut src = null_mut();
     let shape = [6i64];
+    // SAFETY: `shape` is valid for 1 read; `src` is a valid out-parameter.
     ok(unsafe { dlb_tensor_zeros(shape.as_ptr(), 1, dt(2, 64), CPU, &mut src) });
     let mut p = null_mut();
+    // SAFETY: `src` is the live, writable handle made above; `p` is a valid out-parameter.
     ok(unsafe { dlb_tensor_data_mut(src, &mut p) });
     let values = [0.5f64, -1.25, 3.0, 1e10, -0.0, 7.75];
+    // SAFETY: `p` points at the 6 float64 elements of `src`, which do not overlap `values`.
     unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), p.cast::<f64>(), 6) };
     let g = to(src, cuda(0));
     let mut c = null_mut();
+    // SAFETY: `g` is a live handle; `c` is a valid out-parameter.
     ok(unsafe { dlb_tensor_cast(g, dt(2, 32), &mut c) });
     assert_eq!(dl(c).device, cuda(0));
     let got: Vec<f32> = fetch(c).chunks(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect();
@@ -481,17 +505,22 @@ fn device_exports_share_and_their_deleters_run_on_any_thread() {
     let g = to(src, cuda(0));
     free(&[src]);
     let mut mt: *mut DLManagedTensorVersioned = null_mut();
+    // SAFETY: `g` is a live handle; `mt` is a valid out-parameter.
     ok(unsafe { dlb_tensor_to_dlpack_versioned(g, false, &mut mt) });
+    // SAFETY: `mt` is a live export until its deleter runs at the end of this test.
     let d = unsafe { &(*mt).dl_tensor };
     assert_eq!(d.device, cuda(0));
     assert_eq!(d.data, dl(g).data, "a shared export hands out the device pointer itself");
     if let Some(f) = fake() {
+        // SAFETY: the fake's function, called with the signature it declares.
         assert_eq!(unsafe { (f.device_of)(d.data as u64) }, 0);
     }
     // Re-import: the same memory again.
     let mut again = null_mut();
     let mut mt2: *mut DLManagedTensorVersioned = null_mut();
+    // SAFETY: `g` is a live handle; `mt2` is a valid out-parameter.
     ok(unsafe { dlb_tensor_to_dlpack_versioned(g, false, &mut mt2) });
+    // SAFETY: `mt2` is the live export just made (consumed here); `again` is a valid out-parameter.
     ok(unsafe { dlb_tensor_from_dlpack_versioned(mt2, &mut again) });
     assert_eq!(dl(again).data, dl(g).data);
     assert_eq!(fetch(again), want);
@@ -507,6 +536,7 @@ fn device_exports_share_and_their_deleters_run_on_any_thread() {
     let addr = mt as usize;
     std::thread::spawn(move || {
         let mt = addr as *mut DLManagedTensorVersioned;
+        // SAFETY: the export is live and released here exactly once (any thread may do so).
         unsafe { ((*mt).deleter.unwrap())(mt) };
     })
     .join()
@@ -521,12 +551,16 @@ fn consumer_queues_a_memset(ptr: u64, len: usize) {
     type Push = unsafe extern "C" fn(*mut c_void) -> c_int;
     type Pop = unsafe extern "C" fn(*mut *mut c_void) -> c_int;
     type Memset = unsafe extern "C" fn(u64, u8, usize, *mut c_void) -> c_int;
+    // SAFETY: RTLD_NOLOAD only finds the library dlbridge already opened.
     let h = unsafe { libc::dlopen(c"libcuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
     let sym = |name: &CStr| {
+        // SAFETY: a handle from dlopen and a NUL-terminated name.
         let p = unsafe { libc::dlsym(h, name.as_ptr()) };
         assert!(!p.is_null(), "{name:?}");
         p
     };
+    // SAFETY: each symbol is the driver's function of that name, with the signature of its CUDA declaration;
+    // the context and the device memory at `ptr` (`len` bytes) are the driver's own.
     unsafe {
         let retain = std::mem::transmute::<*mut c_void, Retain>(sym(c"cuDevicePrimaryCtxRetain"));
         let push = std::mem::transmute::<*mut c_void, Push>(sym(c"cuCtxPushCurrent_v2"));
@@ -552,6 +586,8 @@ fn foreign_device_memory_imports_without_a_copy() {
     let g = to(src, cuda(0));
     let shape = [16i64];
     let mut wrapped = null_mut();
+    // SAFETY: `g`'s device memory holds 16 float32 and outlives the wrapping handle (freed first); shape is
+    // valid for 1 read; `wrapped` is a valid out-parameter.
     ok(unsafe {
         dlb_tensor_from_data(
             dl(g).data,
@@ -580,24 +616,29 @@ fn failed_device_allocations_are_out_of_memory_and_leak_nothing() {
     let _c = check();
     let src = patterned(&[256], dt(2, 32), 4);
     let shape = [256i64];
+    // SAFETY: the fake's function, called with the signature it declares.
     unsafe { (f.fail_allocs_after)(0) };
     let mut out = null_mut();
     expect(
+        // SAFETY: `shape` is valid for 1 read; `out` is a valid out-parameter.
         unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) },
         DLB_ERR_OUT_OF_MEMORY,
         "cuMemAlloc",
     );
     expect(
+        // SAFETY: `shape` is valid for 1 read; `out` is a valid out-parameter.
         unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) },
         DLB_ERR_OUT_OF_MEMORY,
         "cuMemHostAlloc",
     );
     expect(
+        // SAFETY: `src` is a live handle; `out` is a valid out-parameter.
         unsafe { dlb_tensor_to_device(src, cuda(0), &mut out) },
         DLB_ERR_OUT_OF_MEMORY,
         "CUDA_ERROR_OUT_OF_MEMORY",
     );
     assert!(out.is_null());
+    // SAFETY: the fake's function, called with the signature it declares.
     unsafe { (f.fail_allocs_after)(-1) };
     // The library keeps working.
     let g = to(src, cuda(0));
@@ -614,8 +655,11 @@ fn failed_copies_are_device_errors_and_leak_nothing() {
     let gt = view(g, &[64, 4], &[1, 64], 0);
     for after in 0..3 {
         let mut out = null_mut();
+        // SAFETY: the fake's function, called with the signature it declares.
         unsafe { (f.fail_copies_after)(after) };
+        // SAFETY: `src` is a live handle; `out` is a valid out-parameter.
         let s = unsafe { dlb_tensor_to_device(src, cuda(0), &mut out) };
+        // SAFETY: the fake's function, called with the signature it declares.
         unsafe { (f.fail_copies_after)(-1) };
         if s != DLB_OK {
             expect(s, DLB_ERR_DEVICE, "cuMemcpy");
@@ -623,8 +667,11 @@ fn failed_copies_are_device_errors_and_leak_nothing() {
         } else {
             free(&[out]);
         }
+        // SAFETY: the fake's function, called with the signature it declares.
         unsafe { (f.fail_copies_after)(after) };
+        // SAFETY: `gt` is a live handle; `out` is a valid out-parameter.
         let s = unsafe { dlb_tensor_copy(gt, &mut out) };
+        // SAFETY: the fake's function, called with the signature it declares.
         unsafe { (f.fail_copies_after)(-1) };
         expect(s, DLB_ERR_DEVICE, "cuMemcpy");
         assert!(out.is_null());
@@ -650,11 +697,13 @@ fn child_reports_device_errors() {
     let shape = [2i64];
     let mut out = null_mut();
     expect(
+        // SAFETY: `shape` is valid for 1 read; `out` is a valid out-parameter.
         unsafe { dlb_tensor_empty(shape.as_ptr(), 1, dt(2, 32), cuda(0), &mut out) },
         DLB_ERR_DEVICE,
         &needle,
     );
     expect(
+        // SAFETY: `shape` is valid for 1 read; `out` is a valid out-parameter.
         unsafe { dlb_tensor_zeros(shape.as_ptr(), 1, dt(2, 32), PINNED, &mut out) },
         DLB_ERR_DEVICE,
         &needle,

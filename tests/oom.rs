@@ -22,12 +22,8 @@ use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use dlbridge::abi::*;
-use dlbridge::ffi::dlpack::*;
-use dlbridge::ffi::tensor::*;
-use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
-
 mod common;
+use common::c_api::*;
 use common::{CPU, dl, dt, free, last_error, ok};
 
 struct Failing;
@@ -67,6 +63,7 @@ unsafe impl GlobalAlloc for Failing {
         if refuse() {
             return null_mut();
         }
+        // SAFETY: forwarded to the system allocator under GlobalAlloc::alloc's own contract.
         let p = unsafe { System.alloc(layout) };
         count(!p.is_null() as isize);
         p
@@ -75,6 +72,7 @@ unsafe impl GlobalAlloc for Failing {
         if refuse() {
             return null_mut();
         }
+        // SAFETY: forwarded to the system allocator under GlobalAlloc::alloc_zeroed's own contract.
         let p = unsafe { System.alloc_zeroed(layout) };
         count(!p.is_null() as isize);
         p
@@ -83,10 +81,14 @@ unsafe impl GlobalAlloc for Failing {
         if refuse() {
             return null_mut();
         }
+        // SAFETY: `ptr` came from this allocator, which gets its blocks from System: forwarded under
+        // realloc's contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(-1);
+        // SAFETY: `ptr` came from this allocator, which gets its blocks from System: forwarded under
+        // dealloc's contract.
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -108,6 +110,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// an operation compare like with like.
 fn known_last_error() {
     let mut out = null_mut();
+    // SAFETY: a NULL handle is allowed (and refused); `out` is a valid out-parameter.
     assert_eq!(unsafe { dlb_tensor_alias(null(), &mut out) }, DLB_ERR_INVALID_ARGUMENT);
 }
 
@@ -156,9 +159,12 @@ fn f32t() -> DLDataType {
 
 fn filled(shape: &[i64]) -> *mut dlb_tensor {
     let mut t = null_mut();
+    // SAFETY: `shape` is valid for its length in reads; `t` is a valid out-parameter.
     ok(unsafe { dlb_tensor_empty(shape.as_ptr(), shape.len() as i32, f32t(), CPU, &mut t) });
     let d = dl(t);
     let n: i64 = shape.iter().product();
+    // SAFETY: the fresh row-major float32 tensor has exactly n elements from `data`, used by nothing else
+    // yet.
     let data = unsafe { std::slice::from_raw_parts_mut(d.data.cast::<f32>(), n as usize) };
     for (i, v) in data.iter_mut().enumerate() {
         *v = i as f32;
@@ -169,9 +175,12 @@ fn filled(shape: &[i64]) -> *mut dlb_tensor {
 /// The values of `t` (of any real dtype), as float32, in row-major order.
 fn values(t: *const dlb_tensor) -> Vec<f32> {
     let mut c = null_mut();
+    // SAFETY: `t` is a live handle; `c` is a valid out-parameter.
     ok(unsafe { dlb_tensor_cast(t, f32t(), &mut c) });
     let d = dl(c);
+    // SAFETY: the cast result has `ndim` shape entries, and i < ndim.
     let n: i64 = (0..d.ndim as usize).map(|i| unsafe { *d.shape.add(i) }).product();
+    // SAFETY: the cast result is a contiguous float32 tensor of n elements.
     let out = unsafe { std::slice::from_raw_parts(d.data.cast::<f32>(), n as usize) }.to_vec();
     free(&[c]);
     out
@@ -207,31 +216,40 @@ fn tensor_calls_survive_every_failing_allocation() {
     let _serial = serial();
     for shape in [&[2i64, 3][..], &[2, 1, 3, 1, 2, 1]] {
         let rank = shape.len();
+        // SAFETY: `shape` is valid for `rank` reads; `out` is the valid out-parameter `producing` passes.
         producing(&format!("empty, rank {rank}"), shape, |_, out| unsafe {
             dlb_tensor_empty(shape.as_ptr(), rank as i32, f32t(), CPU, out)
         });
+        // SAFETY: `shape` is valid for `rank` reads; `out` is the valid out-parameter `producing` passes.
         producing(&format!("zeros, rank {rank}"), shape, |_, out| unsafe {
             dlb_tensor_zeros(shape.as_ptr(), rank as i32, f32t(), CPU, out)
         });
+        // SAFETY: `t` is the live source handle; `out` is a valid out-parameter.
         producing(&format!("alias, rank {rank}"), shape, |t, out| unsafe { dlb_tensor_alias(t, out) });
+        // SAFETY: `t` is the live source handle; `out` is a valid out-parameter.
         producing(&format!("copy, rank {rank}"), shape, |t, out| unsafe { dlb_tensor_copy(t, out) });
+        // SAFETY: `t` is the live source handle; `out` is a valid out-parameter.
         producing(&format!("cast to float64, rank {rank}"), shape, |t, out| unsafe {
             dlb_tensor_cast(t, dt(2, 64), out)
         });
+        // SAFETY: `t` is the live source handle; `out` is a valid out-parameter.
         producing(&format!("to_device cpu, rank {rank}"), shape, |t, out| unsafe {
             dlb_tensor_to_device(t, CPU, out)
         });
     }
     // Views: a transposed one (rank 2) and one of rank 5 (shape and strides on the heap).
+    // SAFETY: `t` is the live source handle; shape and strides are valid for 2 reads; `out` is valid.
     producing("view, transposed", &[4, 6], |t, out| unsafe {
         dlb_tensor_view(t, [6i64, 4].as_ptr(), [1i64, 6].as_ptr(), 2, 0, out)
     });
+    // SAFETY: `t` is the live source handle; the shape is valid for 5 reads; `out` is valid.
     producing("view, rank 5", &[4, 6], |t, out| unsafe {
         dlb_tensor_view(t, [2i64, 2, 3, 1, 2].as_ptr(), null(), 5, 0, out)
     });
     // A copy of a transposed view goes through the transpose kernels (with their scratch).
     let source = filled(&[64, 48]);
     let mut transposed = null_mut();
+    // SAFETY: `source` is a live handle; shape and strides are valid for 2 reads; `transposed` is valid.
     ok(unsafe { dlb_tensor_view(source, [48i64, 64].as_ptr(), [1i64, 48].as_ptr(), 2, 0, &mut transposed) });
     let expected = values(transposed);
     each_failing(
@@ -239,6 +257,7 @@ fn tensor_calls_survive_every_failing_allocation() {
         || (),
         |()| {
             let mut out = null_mut();
+            // SAFETY: `transposed` is a live handle; `out` is a valid out-parameter.
             (unsafe { dlb_tensor_copy(transposed, &mut out) }, out)
         },
         |status, out| {
@@ -260,6 +279,7 @@ fn refusals_survive_failing_allocations_too() {
     for n in 0..50 {
         let mut out = null_mut();
         GRANTED.with(|g| g.set(Some(n)));
+        // SAFETY: `t` is a live handle; the shape is valid for 1 read; `out` is a valid out-parameter.
         let status = unsafe { dlb_tensor_view(t, [9i64].as_ptr(), null(), 1, 0, &mut out) };
         GRANTED.with(|g| g.set(None));
         assert!(
@@ -289,6 +309,9 @@ fn lent_memory_is_never_released_by_a_failed_wrap() {
             || (),
             |()| {
                 let mut out = null_mut();
+                // SAFETY: `data` holds 12 float32 and outlives every handle on it (freed within each
+                // iteration); count_release does not free it; `shape` is valid for its length; `out` is
+                // valid.
                 let status = unsafe {
                     dlb_tensor_from_data(
                         data.as_mut_ptr().cast(),
@@ -332,11 +355,13 @@ fn exports_and_imports_survive_every_failing_allocation() {
                 || (),
                 |()| {
                     let mut mt = null_mut();
+                    // SAFETY: `t` is a live handle; `mt` is a valid out-parameter.
                     (unsafe { dlb_tensor_to_dlpack_versioned(t, copy, &mut mt) }, mt)
                 },
                 |status, mt| {
                     assert_eq!(mt.is_null(), status != DLB_OK);
                     if !mt.is_null() {
+                        // SAFETY: the export is live and released here exactly once.
                         unsafe { ((*mt).deleter.unwrap())(mt) };
                     }
                 },
@@ -347,10 +372,12 @@ fn exports_and_imports_survive_every_failing_allocation() {
             || (),
             |()| {
                 let mut mt = null_mut();
+                // SAFETY: `t` is a live handle; `mt` is a valid out-parameter.
                 (unsafe { dlb_tensor_to_dlpack(t, &mut mt) }, mt)
             },
             |status, mt| {
                 if status == DLB_OK {
+                    // SAFETY: the export is live and released here exactly once.
                     unsafe { ((*mt).deleter.unwrap())(mt) };
                 }
             },
@@ -360,11 +387,13 @@ fn exports_and_imports_survive_every_failing_allocation() {
             "re-import of an export",
             || {
                 let mut mt = null_mut();
+                // SAFETY: `t` is a live handle; `mt` is a valid out-parameter.
                 ok(unsafe { dlb_tensor_to_dlpack_versioned(t, false, &mut mt) });
                 mt
             },
             |mt| {
                 let mut out = null_mut();
+                // SAFETY: `mt` is the live export from setup (consumed here); `out` is a valid out-parameter.
                 (unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut out) }, out)
             },
             |status, out| {
@@ -389,6 +418,8 @@ static DELETED: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn delete_foreign(mt: *mut DLManagedTensorVersioned) {
     DELETED.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the library calls this once with the managed struct, the first field of the Box<Foreign> made
+    // by `foreign` (repr(C)).
     drop(unsafe { Box::from_raw(mt.cast::<Foreign>()) });
 }
 
@@ -412,6 +443,7 @@ fn foreign(ndim: usize) -> *mut DLManagedTensorVersioned {
         shape: [1, 2, 1, 3, 2, 1],
         data: [0.5; 12],
     }));
+    // SAFETY: `f` is the live Box just leaked; the pointers stored point into it.
     unsafe {
         (*f).shape[ndim - 1] = if ndim == 1 { 12 } else { (*f).shape[ndim - 1] };
         (*f).managed.dl_tensor.data = (&raw mut (*f).data).cast();
@@ -430,6 +462,8 @@ fn foreign_imports_run_the_deleter_exactly_once_whatever_fails() {
             || foreign(ndim),
             |mt| {
                 let mut out = null_mut();
+                // SAFETY: `mt` is a valid managed tensor from setup, consumed here; `out` is a valid out-
+                // parameter.
                 (unsafe { dlb_tensor_from_dlpack_versioned(mt, &mut out) }, out)
             },
             |status, out| {

@@ -14,10 +14,8 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Barrier, Mutex};
 
-use dlbridge::abi::*;
-use dlbridge::ffi::dlpack::*;
-use dlbridge::ffi::tensor::*;
-use dlbridge::ffi::{dlb_status::*, dlb_tensor};
+mod common;
+use common::c_api::*;
 
 const THREADS: usize = 8;
 /// Elements of each shared tensor: value i at index i.
@@ -39,6 +37,7 @@ fn iterations() -> usize {
 }
 
 unsafe extern "C" fn release(ctx: *mut c_void) {
+    // SAFETY: the library calls this once, with the ctx of the wrap: the Box<[f32; N]> leaked by the test.
     drop(unsafe { Box::from_raw(ctx.cast::<[f32; N]>()) });
     RELEASES.fetch_add(1, SeqCst);
 }
@@ -53,6 +52,7 @@ struct Foreign {
 }
 
 unsafe extern "C" fn foreign_deleter(mt: *mut DLManagedTensorVersioned) {
+    // SAFETY: the library calls this once, with the managed struct whose manager_ctx is its Box<Foreign>.
     drop(unsafe { Box::from_raw((*mt).manager_ctx.cast::<Foreign>()) });
     FOREIGN_DELETES.fetch_add(1, SeqCst);
 }
@@ -82,7 +82,7 @@ struct Shared(*mut dlb_tensor);
 unsafe impl Sync for Shared {}
 
 #[track_caller]
-fn ok(status: dlbridge::ffi::dlb_status) {
+fn ok(status: dlb_status) {
     assert_eq!(status, DLB_OK);
     OPERATIONS.fetch_add(1, SeqCst);
 }
@@ -106,6 +106,9 @@ fn worker(id: usize, shared: &[Shared; 2], mailboxes: &[Mutex<Vec<Parcel>>], sta
     for k in 0..iterations() {
         let base = shared[(k + id) % 2].0;
         let (mut a, mut v, mut r) = (null_mut(), null_mut(), null_mut());
+        // SAFETY: `base` stays live until every worker is joined; every handle made here is live until freed
+        // once at the end of the iteration, and each export is either imported or sent to exactly one other
+        // thread to be released; shapes and strides are valid for 1 read; views lie inside the 64 elements.
         unsafe {
             ok(dlb_tensor_alias(base, &mut a));
             // A view whose first element and stride vary: strides -1, 0 and 1.
@@ -159,6 +162,8 @@ fn eight_threads_share_export_import_and_release() {
     let mut t0 = null_mut();
     let buf = Box::into_raw(Box::new(std::array::from_fn::<f32, N, _>(|i| i as f32)));
     let shape = [N as i64];
+    // SAFETY: `buf` holds N float32 and stays valid until `release` frees it; shape is valid for 1 read; `t0`
+    // is a valid out-parameter.
     unsafe {
         ok(dlb_tensor_from_data(
             buf.cast(),
@@ -174,12 +179,15 @@ fn eight_threads_share_export_import_and_release() {
         ))
     };
     let f = Box::into_raw(Box::new(Foreign {
+        // SAFETY: an all-zero DLManagedTensorVersioned is valid (NULL pointers, no deleter); it is filled in
+        // below.
         mt: unsafe { std::mem::zeroed() },
         shape: [N as i64],
         strides: [1],
         data: std::array::from_fn(|i| i as f32),
     }));
     let mut t1 = null_mut();
+    // SAFETY: `f` is the live Box just leaked; the pointers stored point into it; the import consumes `m`.
     unsafe {
         let m = &mut (*f).mt;
         m.version = DLPackVersion { major: 1, minor: 3 };
@@ -217,6 +225,7 @@ fn eight_threads_share_export_import_and_release() {
     // The last references: exports of both, handles freed, deleters run on another thread.
     let mut last = [null_mut(), null_mut()];
     for (t, m) in shared.iter().zip(&mut last) {
+        // SAFETY: each handle is live, exported once and then freed once; nobody uses it afterwards.
         unsafe {
             ok(dlb_tensor_to_dlpack_versioned(t.0, false, m));
             dlb_tensor_free(t.0);

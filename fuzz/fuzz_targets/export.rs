@@ -114,6 +114,7 @@ fn run(data: &[u8]) {
         let prod = Box::into_raw(Box::new(Producer {
             // SAFETY: all-zero is valid for these C structs.
             versioned: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
             legacy: unsafe { std::mem::zeroed() },
             buf,
             shape: shape.clone().into_boxed_slice(),
@@ -226,6 +227,7 @@ fn run(data: &[u8]) {
         assert_eq!((d.device.device_type.0, d.device.device_id), (dev_type, dev_id));
         // SAFETY: live handles.
         assert!(!unsafe { dlb_tensor_is_read_only(moved) }, "a moved tensor is a writable copy");
+        // SAFETY: live handles.
         assert!(n == 0 || !unsafe { dlb_tensor_shares_memory(moved, t) } || numel(&dims_of(d).0) == 0);
         assert_eq!(elements(moved), before, "a device move changed the bytes");
         t = moved;
@@ -399,11 +401,12 @@ fn export_and_check(
 fn write_first(t: *mut dlb_tensor) -> Option<bool> {
     let d = dl(t);
     let item = itemsize(d.dtype);
-    // SAFETY: live handle, exclusive use here.
+    // SAFETY: live handle.
     let p = if unsafe { dlb_tensor_is_read_only(t) } {
         d.data
     } else {
         let mut p = null_mut();
+        // SAFETY: live handle, exclusive use here; `p` is a valid out-parameter.
         ok(unsafe { dlb_tensor_data_mut(t, &mut p) }, "dlb_tensor_data_mut");
         assert_eq!(p, d.data);
         p

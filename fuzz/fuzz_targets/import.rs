@@ -166,6 +166,7 @@ fn run(data: &[u8]) {
     let ctx = Box::into_raw(Box::new(Ctx {
         // SAFETY: all-zero is a valid value of these plain C structs (NULL pointers, no deleter).
         versioned: unsafe { std::mem::zeroed() },
+        // SAFETY: as above.
         legacy: unsafe { std::mem::zeroed() },
         buf,
         shape: shape.clone().into_boxed_slice(),
@@ -343,8 +344,10 @@ fn run(data: &[u8]) {
         // SAFETY: live handle, valid out.
         ok(unsafe { dlb_tensor_alias(t, &mut a) }, "dlb_tensor_alias");
         assert_eq!(dl(a).data, d.data);
+        // SAFETY: live handle.
         assert_eq!(unsafe { dlb_tensor_is_read_only(a) }, read_only);
         if n > 0 {
+            // SAFETY: live handles.
             assert!(unsafe { dlb_tensor_shares_memory(a, t) });
         }
         check_bytes(a, "alias");
@@ -455,6 +458,7 @@ fn run(data: &[u8]) {
             match changed {
                 None => {
                     ok(st, "re-import");
+                    // SAFETY: the live handle the re-import just made.
                     assert_eq!(unsafe { dlb_tensor_is_read_only(back) }, read_only);
                     check_bytes(back, "re-import");
                     handles.push(back);

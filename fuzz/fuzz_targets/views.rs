@@ -201,10 +201,11 @@ fn run(data: &[u8]) {
                     continue;
                 }
                 let mut cp = null_mut();
-                // SAFETY: live handle, valid out.
                 if op % 8 == 3 {
+                    // SAFETY: live handle, valid out.
                     ok(unsafe { dlb_tensor_copy(m.h, &mut cp) }, "dlb_tensor_copy");
                 } else {
+                    // SAFETY: live handle, valid out.
                     ok(unsafe { dlb_tensor_to_device(m.h, CPU, &mut cp) }, "dlb_tensor_to_device(cpu)");
                 }
                 let bytes = contiguous_bytes(cp);

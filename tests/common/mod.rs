@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests that call the C API from Rust (`tests/ffi.rs`,
-//! `tests/cuda.rs`): statuses with their messages, dtypes, handles. Each test file uses a part.
+//! `tests/cuda.rs`, `tests/oom.rs`, `tests/stress.rs`): the C declarations ([`c_api`]),
+//! statuses with their messages, dtypes, handles. Each test file uses a part.
 #![allow(dead_code)]
+
+pub mod c_api;
 
 use std::ffi::CStr;
 
-use dlbridge::abi::*;
-use dlbridge::ffi::tensor::*;
-use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
+use c_api::*;
 
 pub const CPU: DLDevice = DLDevice { device_type: DLDeviceType(1), device_id: 0 };
 
@@ -16,6 +17,8 @@ pub fn dt(code: u8, bits: u8) -> DLDataType {
 
 /// This thread's `dlb_last_error()`.
 pub fn last_error() -> String {
+    // SAFETY: dlb_last_error always returns a valid NUL-terminated string, unchanged until this
+    // thread's next call into the library.
     unsafe { CStr::from_ptr(dlb_last_error()) }.to_string_lossy().into_owned()
 }
 
@@ -35,12 +38,16 @@ pub fn ok(status: dlb_status) {
 }
 
 /// The DLTensor a handle lends.
+/// `t` must be a live handle; the reference must not outlive it (the caller picks `'a`).
 pub fn dl<'a>(t: *const dlb_tensor) -> &'a DLTensor {
+    // SAFETY: the tests pass live handles only, for which the result is non-NULL and valid
+    // while the handle lives.
     unsafe { &*dlb_tensor_dltensor(t) }
 }
 
 pub fn free(ts: &[*mut dlb_tensor]) {
     for &t in ts {
+        // SAFETY: each is a live handle (or NULL) that the test does not use afterwards.
         unsafe { dlb_tensor_free(t) };
     }
 }

@@ -1,14 +1,16 @@
-//! Shared pieces of the fuzz targets: a byte cursor that decodes the fuzzer's input, checked
-//! calls into the C API, and the harness's own (independent) layout arithmetic and gathers.
+//! Shared pieces of the fuzz targets: the C API's declarations, a byte cursor that decodes the
+//! fuzzer's input, checked calls into the C API, and the harness's own (independent) layout
+//! arithmetic and gathers.
 #![allow(dead_code, unused_imports)]
 
 use std::ffi::CStr;
 use std::ptr::null_mut;
 
-pub use dlbridge::abi::*;
-pub use dlbridge::ffi::dlpack::*;
-pub use dlbridge::ffi::tensor::*;
-pub use dlbridge::ffi::{dlb_status, dlb_status::*, dlb_tensor};
+// The C API as C declares it (include/dlbridge.h), shared with the tests; the DLPack structs
+// in it are `dlbridge::dlpark`'s.
+#[path = "../../../tests/common/c_api.rs"]
+mod c_api;
+pub use c_api::*;
 
 /// Reads the fuzzer's bytes front to back; past the end every read gives zeros, so every input
 /// decodes to something.
@@ -274,6 +276,7 @@ pub fn contiguous_bytes(t: *const dlb_tensor) -> Vec<u8> {
     }
     // SAFETY: live handle.
     assert!(unsafe { dlb_tensor_is_contiguous(t) });
+    // SAFETY: live handle.
     assert!(!unsafe { dlb_tensor_is_read_only(t) }, "a copy is read-only");
     let len = n * itemsize(d.dtype);
     if len == 0 {
