@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Compile the C examples into build/examples/ and run them.
-# Run from the repository root after `cargo build --release` (which also provides include/dlbridge.h).
+# Run from the repository root after `make build` (which builds target/release/libdlbridge.so;
+# include/dlbridge.h is committed).
 set -euo pipefail
 
 lib_dir="$PWD/target/release"
 out_dir=build/examples
 for needed in include/dlbridge.h "$lib_dir/libdlbridge.so"; do
   if [[ ! -e "$needed" ]]; then
-    echo "run.sh: $needed is missing; run this from the repository root after 'cargo build --release'" >&2
+    echo "run.sh: $needed is missing; run this from the repository root after 'make build'" >&2
     exit 1
   fi
 done
