@@ -64,6 +64,14 @@ mod storage;
 mod tensor;
 mod transfer;
 
+/// The C API's status type, named only under Miri, for the crate's C-style tests (`tests/`):
+/// Miri requires a caller to name the very type the callee returns, and the tests otherwise
+/// declare the C API as a C program does, with their own copy of the enum. Not part of the Rust
+/// API.
+#[cfg(miri)]
+#[doc(hidden)]
+pub use ffi::dlb_status;
+
 /// The internals are private: none of these paths compiles outside the crate (checked by these
 /// doctests, one per module, so that each must fail on its own).
 ///

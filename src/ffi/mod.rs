@@ -10,3 +10,6 @@ mod dlpack;
 mod error;
 mod handle;
 mod python;
+
+#[cfg(miri)]
+pub use error::dlb_status;

@@ -3,7 +3,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer. Also checks that dlbridge.h and the official
 # dlpack.h can be included in either order from C11 and C++17, and that the static library links.
 #
-# Run from the repository root after `cargo build --release`; needs include/dlbridge.h and the
+# Run from the repository root after `make build`; needs include/dlbridge.h and the
 # official header at build/official-dlpack/dlpack/dlpack.h (the Makefile puts it there).
 # Outputs go to build/c/. Exits non-zero if anything fails.
 set -euo pipefail
@@ -16,7 +16,7 @@ SRC=tests/c
 
 for f in "$LIBDIR/libdlbridge.so" include/dlbridge.h build/official-dlpack/dlpack/dlpack.h; do
     if [[ ! -f $f ]]; then
-        echo "missing $f (build the library with 'cargo build --release'; the Makefile provides" \
+        echo "missing $f (build the library with 'make build'; the Makefile provides" \
              "the official header)" >&2
         exit 2
     fi
