@@ -84,7 +84,8 @@ impl Tensor {
         // `lowest` is the least address the layout reaches and the strides step up from it
         // inside the same allocation, with offsets that fit isize (the span does). Mutable
         // access needs `&mut` of the only tensor on the storage, which this borrow excludes.
-        let mut view = unsafe { ArrayViewD::from_shape_ptr(IxDyn(&nd.shape).strides(IxDyn(&nd.strides)), lowest) };
+        let mut view =
+            unsafe { ArrayViewD::from_shape_ptr(IxDyn(&nd.shape).strides(IxDyn(&nd.strides)), lowest) };
         for (axis, &flip) in nd.flipped.iter().enumerate() {
             if flip {
                 view.invert_axis(Axis(axis));
@@ -111,7 +112,9 @@ impl Tensor {
         self.check_exclusive()?;
         let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
         if self.numel() == 0 {
-            return Ok(ArrayViewMutD::from_shape(IxDyn(&shape), &mut []).expect("an empty shape fits no elements"));
+            return Ok(
+                ArrayViewMutD::from_shape(IxDyn(&shape), &mut []).expect("an empty shape fits no elements")
+            );
         }
         let nd = NdLayout::of(self);
         if !nd.is_non_overlapping() {
@@ -163,8 +166,8 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::DType;
     use crate::device::Device;
+    use crate::dtype::DType;
     use crate::error::ErrorKind;
     use ndarray::{Array3, arr1, s};
 
@@ -179,7 +182,10 @@ mod tests {
         let r = t.view(&[3], Some(&[-5]), 10).unwrap();
         assert_eq!(r.as_array::<i32>().unwrap(), arr1(&[10, 5, 0]).into_dyn());
         let b = t.view(&[2, 3], Some(&[0, 1]), 1).unwrap();
-        assert_eq!(b.as_array::<i32>().unwrap().index_axis(Axis(0), 1).iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            b.as_array::<i32>().unwrap().index_axis(Axis(0), 1).iter().copied().collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(t.view(&[0, 5], None, 0).unwrap().as_array::<i32>().unwrap().len(), 0);
         assert_eq!(t.as_array::<u32>().unwrap_err().kind(), ErrorKind::InvalidArgument);
     }

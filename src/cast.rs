@@ -381,6 +381,8 @@ mod tests {
 
     fn cast1<A: Copy, B: Copy + Default>(from: Scalar, to: Scalar, x: A) -> B {
         let mut out = B::default();
+        // SAFETY: one element each way; every caller below picks A and B whose sizes are the
+        // item sizes of `from` and `to`, and `x` and `out` are distinct locals.
         unsafe {
             convert_row(from, to, (&x as *const A).cast(), 0, (&mut out as *mut B).cast(), 0, 1);
         }
@@ -413,6 +415,9 @@ mod tests {
                     let (ss, ds) = ((a * step) as isize, b as isize);
                     let mut fast = vec![0u8; n * b];
                     let mut slow = vec![0u8; n * b];
+                    // SAFETY: source element k (a <= 8 bytes) starts at k*a*step <= 16(n-1) in
+                    // `src` (16n bytes); the k-th output lies at k*b in `fast`/`slow` (n*b bytes);
+                    // the three buffers are distinct.
                     unsafe {
                         assert!(typed_row(from, to, src.as_ptr(), ss, fast.as_mut_ptr(), ds, n));
                         convert_row_by_value(from, to, src.as_ptr(), ss, slow.as_mut_ptr(), ds, n);
@@ -443,8 +448,11 @@ mod tests {
             }
         }
         // Types outside the plain ten are left to the element path.
-        assert!(!unsafe { typed_row(F16, F32, src.as_ptr(), 2, src.as_ptr().cast_mut(), 4, 0) });
-        assert!(!unsafe { typed_row(I32, Bool, src.as_ptr(), 4, src.as_ptr().cast_mut(), 1, 0) });
+        // SAFETY: n is 0, so no element is read or written (and the pair is not a typed one).
+        let half = unsafe { typed_row(F16, F32, src.as_ptr(), 2, src.as_ptr().cast_mut(), 4, 0) };
+        // SAFETY: n is 0, so no element is read or written (and the pair is not a typed one).
+        let boolean = unsafe { typed_row(I32, Bool, src.as_ptr(), 4, src.as_ptr().cast_mut(), 1, 0) };
+        assert!(!half && !boolean);
     }
 
     #[test]

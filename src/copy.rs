@@ -22,8 +22,8 @@ mod transpose;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
-use crate::layout::PerAxis;
 use crate::layout::MAX_NDIM;
+use crate::layout::PerAxis;
 
 /// Copies of at least this many bytes are split across threads. Measured on the 2-core machine
 /// this project runs on, `dlb_tensor_copy` of 1 MiB to 256 MiB split and unsplit, interleaved,
@@ -577,6 +577,9 @@ mod tests {
         let expect = reference(&src, first_el * itemsize as isize, shape, &ss, itemsize);
         let mut dst = vec![0u8; expect.len()];
         let ds = row_major_bytes(shape, itemsize);
+        // SAFETY: `reference` has just read every source element of this layout with checked
+        // indexing (and would have panicked on one outside `src`); `dst` is a separate, compact
+        // row-major buffer of exactly the shape's elements.
         unsafe {
             copy_strided(
                 src.as_ptr().offset(first_el * itemsize as isize),
@@ -721,6 +724,9 @@ mod tests {
         let (mut expect, mut got) = (vec![0u8; out_len], vec![0u8; out_len]);
         let first = first_el * itemsize as isize;
         reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
+        // SAFETY: `reference_into` has just walked the same source and destination offsets with
+        // checked indexing, into `expect`, the length of `got`; `first` is inside `src` by
+        // construction; the destination strides are compact, so no two elements overlap.
         unsafe {
             copy_strided_with(
                 src.as_ptr().offset(first),
@@ -735,6 +741,8 @@ mod tests {
         // The portable kernels too, on a CPU that has the SIMD ones.
         let mut portable = vec![0u8; out_len];
         if let Some(dims) = simplify(&shape, &ss, &ds) {
+            // SAFETY: `dims` is the same layout merged, just copied safely into `got`, the length
+            // of `portable`; the portable kernels need no CPU feature.
             unsafe {
                 copy_dims(&dims, src.as_ptr().offset(first), portable.as_mut_ptr(), itemsize, Isa::Base)
             };
@@ -776,10 +784,15 @@ mod tests {
             reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
             let row = |s: *const u8, d: *mut u8, n: usize, sst: isize, dst: isize| {
                 for k in 0..n as isize {
+                    // SAFETY: `row` goes only to `for_each_row_with` below, which hands it rows of
+                    // that layout: each of the n elements lies in `src` and in `got`, separate
+                    // buffers (`reference_into` walked the same offsets with checked indexing).
                     unsafe { std::ptr::copy_nonoverlapping(s.offset(k * sst), d.offset(k * dst), itemsize) };
                 }
             };
             let parallel_min_elements = if case % 2 == 0 { 0 } else { usize::MAX };
+            // SAFETY: as in `check_random`: `reference_into` has walked these offsets with
+            // checked indexing, `first` is inside `src`, and the destination strides are compact.
             unsafe {
                 for_each_row_with(
                     src.as_ptr().offset(first),
@@ -815,6 +828,9 @@ mod tests {
                 let mut got = expect.clone();
                 let first = (first * itemsize) as isize;
                 reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
+                // SAFETY: element (i, j) reads source element i +- j * src_ld from `first`, inside
+                // the nj * src_ld of `src` (ni <= src_ld), and writes element i * nj + j of `got`
+                // (ni * nj elements); `reference_into` has just checked the same offsets.
                 unsafe {
                     copy_strided(src.as_ptr().offset(first), &ss, got.as_mut_ptr(), &ds, &shape, itemsize)
                 };
@@ -847,6 +863,9 @@ mod tests {
                         nj,
                         stream: false,
                     };
+                    // SAFETY: element (i, j) is read at i + j * ni and written at i * nj + j, both
+                    // below ni * nj, the length of `src` and `got` (separate buffers); `isa` is
+                    // `Isa::Base` or what `Isa::detect` found on this CPU.
                     unsafe { transpose::transpose(plane, itemsize, isa, &mut buf) };
                     assert!(got == expect, "itemsize {itemsize}, {bytes}-byte buffer, {isa:?}");
                 }
@@ -866,6 +885,8 @@ mod tests {
             let mut dst = vec![0u32; n * n + 1];
             let s = 4isize;
             let stride = n as isize * s;
+            // SAFETY: element (i, j) is read at u32 i + j * n of `src` (n * n) and written at
+            // u32 i * n + j of `dst[shift..]`, which holds at least n * n; separate buffers.
             unsafe {
                 copy_strided(
                     src.as_ptr().cast(),
@@ -891,6 +912,8 @@ mod tests {
         for len in (0..if cfg!(miri) { 40 } else { 200 }).step_by(if cfg!(miri) { 3 } else { 1 }) {
             for shift in 0..16 {
                 let mut dst = vec![0u8; len + 32];
+                // SAFETY: len < 200 bytes, and `src[3..]` holds 297, `dst[shift..]` len + 32 - shift
+                // (shift < 16); separate buffers.
                 unsafe { stream_copy(src[3..].as_ptr(), dst[shift..].as_mut_ptr(), len) };
                 store_fence();
                 assert_eq!(&dst[shift..shift + len], &src[3..3 + len], "length {len}, shift {shift}");
@@ -914,6 +937,9 @@ mod tests {
                 let mut expect = vec![0u8; rows * cols * itemsize];
                 reference_into(&src, 0, &[rows, cols], &ss, &ds, &mut expect, itemsize);
                 let mut got = vec![0u8; expect.len() + shift];
+                // SAFETY: source element (r, c) lies at c or r * (cols + 3) + c, both below
+                // rows * (cols + 3) elements of `src`; the destination is compact row-major over
+                // `got[shift..]`, exactly rows * cols elements; separate buffers.
                 unsafe {
                     copy_strided(src.as_ptr(), &ss, got[shift..].as_mut_ptr(), &ds, &[rows, cols], itemsize)
                 };
@@ -928,6 +954,8 @@ mod tests {
     #[test]
     fn zero_extent_copies_nothing() {
         let mut dst = [9u8; 4];
+        // SAFETY: the shape has a zero extent, so no element of either layout is addressed (the
+        // null source is never read).
         unsafe { copy_strided(std::ptr::null(), &[4, 1], dst.as_mut_ptr(), &[4, 1], &[0, 4], 1) };
         assert_eq!(dst, [9u8; 4]);
     }

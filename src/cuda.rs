@@ -289,10 +289,8 @@ impl Scope {
     pub fn alloc(&self, len: usize) -> Result<CUdeviceptr> {
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: valid out-pointer.
-        self.check(
-            unsafe { (self.driver.api.mem_alloc)(&mut ptr, len) },
-            format_args!("cuMemAlloc of {len} bytes"),
-        )?;
+        let status = unsafe { (self.driver.api.mem_alloc)(&mut ptr, len) };
+        self.check(status, format_args!("cuMemAlloc of {len} bytes"))?;
         Ok(ptr)
     }
 
@@ -440,10 +438,8 @@ impl Scope {
     pub fn create_event(&self) -> Result<Event> {
         let mut event: CUevent = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        self.check(
-            unsafe { (self.driver.api.event_create)(&mut event, EVENT_DISABLE_TIMING) },
-            "cuEventCreate",
-        )?;
+        let status = unsafe { (self.driver.api.event_create)(&mut event, EVENT_DISABLE_TIMING) };
+        self.check(status, "cuEventCreate")?;
         Ok(Event { driver: self.driver, raw: event })
     }
 
@@ -507,7 +503,8 @@ impl Staging {
             return Ok(Staging { pair: Some(pair) });
         }
         // On an error part-way, dropping `pair` frees what was made.
-        let mut pair = Pair { device: scope.device, buffers: [std::ptr::null_mut(); 2], events: [None, None] };
+        let mut pair =
+            Pair { device: scope.device, buffers: [std::ptr::null_mut(); 2], events: [None, None] };
         for i in 0..2 {
             pair.buffers[i] = scope.alloc_pinned(staging_bytes())?;
             pair.events[i] = Some(scope.create_event()?);

@@ -411,10 +411,13 @@ impl<'a> Fields<'a> {
                 "strides is NULL, which DLPack 1.2 and later forbid for ndim > 0 (producer claims version 1.2+)",
             ));
         }
-        // SAFETY: non-NULL and, per the producer's contract, `ndim` entries long and valid while
-        // the managed tensor is.
-        let shape: &[i64] =
-            if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(dl.shape, ndim) } };
+        let shape: &[i64] = if ndim == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL and, per the producer's contract, `ndim` entries long and valid
+            // while the managed tensor is.
+            unsafe { std::slice::from_raw_parts(dl.shape, ndim) }
+        };
         let strides: Option<&[i64]> = if ndim == 0 || dl.strides.is_null() {
             None
         } else {
@@ -445,11 +448,14 @@ mod tests {
         let t = Tensor::empty(&[2, 3], DType::F64, Device::CPU, true).unwrap();
         let v = t.view(&[3], Some(&[2]), 1).unwrap();
         let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+        // SAFETY: mt is a live export of ours (its deleter has not run) of a 1-d view, so its
+        // strides array holds one value.
         unsafe {
             assert_eq!((*mt).dl_tensor.byte_offset, 0);
             assert_eq!((*mt).dl_tensor.data.cast::<u8>(), v.data_ptr());
             assert_eq!(*(*mt).dl_tensor.strides, 2);
         }
+        // SAFETY: mt is a live export of ours whose deleter has not run; import takes it over.
         let back = unsafe { import(mt) }.unwrap();
         assert!(back.shares_memory(&t));
         assert_eq!(back.strides(), &[2]);
@@ -467,6 +473,8 @@ mod tests {
             let shape = vec![1i64; ndim];
             let v = t.view(&shape, None, 1).unwrap();
             let mt = export::<DLManagedTensor>(&v, false).unwrap();
+            // SAFETY: mt is a live export of ours; its shape and strides arrays hold ndim values
+            // each, and are read only when ndim > 0.
             unsafe {
                 assert_eq!((*mt).dl_tensor.ndim as usize, ndim);
                 assert_eq!((*mt).dl_tensor.shape.is_null(), ndim == 0);
@@ -476,11 +484,13 @@ mod tests {
                 }
             }
             assert_eq!(Shared::count(t.storage()), 3);
+            // SAFETY: mt is a live export of ours whose deleter has not run; import takes it over.
             let back = unsafe { import(mt) }.unwrap();
             assert_eq!(back.shape(), &shape[..]);
             assert_eq!(Shared::count(t.storage()), 3);
             drop(back);
             let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+            // SAFETY: mt is a fresh export of ours; its deleter runs once, and mt is not used after.
             unsafe { ((*mt).deleter.unwrap())(mt) };
             assert_eq!(Shared::count(t.storage()), 2);
         }
@@ -498,9 +508,13 @@ mod tests {
         type Change = (&'static str, Edit, Option<(&'static [i64], &'static [i64])>);
         let changes: [Change; 8] = [
             ("nothing", |_| {}, Some((&[3, 2], &[6, 2]))),
+            // SAFETY: m is always one of our exports of the 2-d view (the loop below passes
+            // nothing else), whose shape and strides arrays hold two values each.
             ("a shape value", |m| unsafe { *m.dl_tensor.shape = 2 }, Some((&[2, 2], &[6, 2]))),
+            // SAFETY: as above, strides holds two values.
             ("a stride value", |m| unsafe { *m.dl_tensor.strides.add(1) = 1 }, Some((&[3, 2], &[6, 1]))),
             ("the strides, to NULL", |m| m.dl_tensor.strides = std::ptr::null_mut(), None),
+            // SAFETY: as above, shape holds two values.
             ("the shape, past the storage", |m| unsafe { *m.dl_tensor.shape = 5 }, None),
             (
                 "the data pointer, past the storage",
@@ -512,7 +526,12 @@ mod tests {
         ];
         for (what, edit, expected) in changes {
             let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
-            edit(unsafe { &mut *mt });
+            // SAFETY: mt is a fresh export of ours, not otherwise referenced while `edit` runs.
+            let m = unsafe { &mut *mt };
+            edit(m);
+            // SAFETY: mt is our own export, its deleter not yet run; the edits leave its shape and
+            // strides pointers NULL or on the block's own arrays, and import checks a changed
+            // export's fields against the block's storage before building the tensor.
             let back = unsafe { import(mt) };
             match expected {
                 Some((shape, strides)) => {
@@ -527,11 +546,14 @@ mod tests {
         // The byte offset moves the first element; the dtype is taken as written, and the
         // read-only flag is honoured.
         let mt = export::<DLManagedTensorVersioned>(&v, false).unwrap();
+        // SAFETY: mt is a live export of ours, not otherwise referenced; plain fields are written.
         unsafe {
             (*mt).dl_tensor.byte_offset = 8;
             (*mt).dl_tensor.dtype.code = crate::abi::DLDataTypeCode(crate::dtype::code::INT);
             (*mt).flags = DlpackFlags::from_bits_retain(FLAG_READ_ONLY);
         }
+        // SAFETY: mt is our own export, its deleter not yet run; import validates the changed
+        // fields against the block's storage.
         let back = unsafe { import(mt) }.unwrap();
         assert_eq!(back.data_ptr(), v.data_ptr().wrapping_add(8));
         assert_eq!(back.dtype().to_dl().code.0, crate::dtype::code::INT);
@@ -542,6 +564,7 @@ mod tests {
     fn copied_exports_are_flagged_and_independent() {
         let t = Tensor::empty(&[4], DType::F32, Device::CPU, true).unwrap();
         let mt = export::<DLManagedTensorVersioned>(&t, true).unwrap();
+        // SAFETY: mt is a live export of ours; its deleter runs once, last, and mt is not used after.
         unsafe {
             assert_eq!((*mt).flags.bits(), FLAG_IS_COPIED);
             assert_ne!((*mt).dl_tensor.data.cast::<u8>(), t.data_ptr());
@@ -551,6 +574,7 @@ mod tests {
 
     #[test]
     fn null_is_refused() {
+        // SAFETY: NULL is allowed by import's contract (and refused).
         let e = unsafe { import::<DLManagedTensor>(std::ptr::null_mut()) }.unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
     }

@@ -102,7 +102,8 @@ impl Tensor {
         shape: &[i64],
         strides: Option<&[i64]>,
     ) -> Result<Tensor> {
-        let ctx = try_box(buffer).map_err(|_| Error::out_of_memory("allocating a tensor's owner record failed"))?;
+        let ctx =
+            try_box(buffer).map_err(|_| Error::out_of_memory("allocating a tensor's owner record failed"))?;
         let ctx = Box::into_raw(ctx).cast::<c_void>();
         let owner = Owner::Foreign { release: Some(release_vec::<T>), ctx };
         // SAFETY: the elements lie in the boxed Vec, which the storage owns and frees with its
@@ -294,7 +295,8 @@ mod tests {
         unsafe { (*raw).flags = dlpark::DlpackFlags::READ_ONLY };
         drop(back);
         // SAFETY: the pointer came from `into_raw` above and is handed over once.
-        let mut ro = Tensor::from_dlpack(unsafe { dlpark::versioned::Dlpack::from_raw(raw) }.unwrap()).unwrap();
+        let mut ro =
+            Tensor::from_dlpack(unsafe { dlpark::versioned::Dlpack::from_raw(raw) }.unwrap()).unwrap();
         assert!(ro.is_read_only());
         assert_eq!(ro.as_slice_mut::<i16>().unwrap_err().kind(), ErrorKind::ReadOnly);
     }

@@ -228,7 +228,9 @@ impl Layout {
 
 #[cold]
 fn lengths_differ(shape: usize, strides: usize) -> Error {
-    Error::invalid(format_args!("the shape has {shape} extents but the strides have {strides}; they must match"))
+    Error::invalid(format_args!(
+        "the shape has {shape} extents but the strides have {strides}; they must match"
+    ))
 }
 
 #[cold]

@@ -30,7 +30,10 @@ pub enum Owner {
     /// Memory lent by the caller of `dlb_tensor_from_data`.
     Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
-    Imported(#[allow(dead_code, reason = "held for its Drop, which runs the producer's deleter")] dlpark::AllocationDeleter),
+    Imported(
+        #[allow(dead_code, reason = "held for its Drop, which runs the producer's deleter")]
+        dlpark::AllocationDeleter,
+    ),
     /// dlbridge's own CUDA device memory (`cuMemAlloc`).
     CudaDevice,
     /// dlbridge's own pinned host memory (`cuMemHostAlloc`).
@@ -192,7 +195,9 @@ mod tests {
     fn allocations_are_aligned_zeroed_and_counted() {
         let s = Storage::allocate(Device::CPU, 1000, true).unwrap();
         assert_eq!(s.base() as usize % host_memory::ALIGNMENT, 0);
-        assert!(unsafe { std::slice::from_raw_parts(s.base(), 1000) }.iter().all(|&b| b == 0));
+        // SAFETY: s is a live host allocation of 1000 bytes, zeroed as asked, so initialised.
+        let bytes = unsafe { std::slice::from_raw_parts(s.base(), 1000) };
+        assert!(bytes.iter().all(|&b| b == 0));
         drop(s);
         let z = Storage::allocate(Device::CPU, 0, false).unwrap();
         assert!(z.base().is_null());

@@ -2,11 +2,11 @@
 //! share the storage; copies, casts and device moves make a new one.
 
 use crate::alloc::Shared;
-use crate::layout::PerAxis;
 use crate::copy::for_each_row;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::layout::PerAxis;
 use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 use crate::transfer;
@@ -222,9 +222,8 @@ impl Tensor {
         let layout = Layout::new(self.shape(), None, self.dtype.itemsize())?;
         // SAFETY: this tensor's layout was validated against its storage, which lives on
         // `self.device()` and outlives the call.
-        let storage = unsafe {
-            transfer::copy(self.data, &self.layout, self.dtype.itemsize(), self.device(), device)
-        }?;
+        let storage =
+            unsafe { transfer::copy(self.data, &self.layout, self.dtype.itemsize(), self.device(), device) }?;
         let data = storage.base();
         Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false })
     }
@@ -375,6 +374,7 @@ mod tests {
         let t = Tensor::empty(&[n], DType::F32, Device::CPU, false).unwrap();
         let p = t.data_mut().unwrap().cast::<f32>();
         for i in 0..n as usize {
+            // SAFETY: t is a fresh, writable, host tensor of n f32s (aligned) and i < n.
             unsafe { *p.add(i) = i as f32 };
         }
         t
@@ -382,6 +382,8 @@ mod tests {
 
     fn values_f32(t: &Tensor) -> Vec<f32> {
         let c = t.copy().unwrap();
+        // SAFETY: c is a fresh row-major host copy of numel f32s, all written by the copy (the
+        // callers pass views of `arange_f32`'s fully written tensors, never empty ones).
         unsafe { std::slice::from_raw_parts(c.data_ptr().cast::<f32>(), c.numel()) }.to_vec()
     }
 
@@ -421,6 +423,7 @@ mod tests {
     fn casts_convert_and_refuse_complex_to_real() {
         let t = arange_f32(4).view(&[2, 2], Some(&[1, 2]), 0).unwrap();
         let d = t.cast(Scalar::F64.dtype()).unwrap();
+        // SAFETY: d is a fresh row-major host tensor of 4 f64s, all written by the cast.
         let v = unsafe { std::slice::from_raw_parts(d.data_ptr().cast::<f64>(), 4) };
         assert_eq!(v, [0., 2., 1., 3.]);
         let c = t.cast(Scalar::C64.dtype()).unwrap();

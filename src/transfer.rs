@@ -246,13 +246,7 @@ fn download(src: Source<'_>, dst: *mut u8, dst_device: Device) -> Result<()> {
         // SAFETY: `whole` holds the span, so the layout shifted by -lo stays inside it; the
         // destination is a new row-major allocation of the source's shape.
         unsafe {
-            pack(
-                whole.base().wrapping_offset(-span.lo),
-                &plan.strides,
-                &plan.shape,
-                plan.itemsize,
-                dst,
-            )
+            pack(whole.base().wrapping_offset(-span.lo), &plan.strides, &plan.shape, plan.itemsize, dst)
         };
         return Ok(());
     }

@@ -92,7 +92,7 @@ trait Micro {
 pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa, buf: &mut [MaybeUninit<u8>]) {
     assert!(buf.len() >= itemsize, "transpose buffer too small");
     let tile = (edge_for(itemsize, buf.len()), buf.as_mut_ptr().cast::<u8>());
-    // SAFETY (every arm): per this function's contract; AVX2 kernels run only when `isa` says
+    // SAFETY: in every arm, per this function's contract; AVX2 kernels run only when `isa` says
     // the CPU has AVX2.
     unsafe {
         #[cfg(target_arch = "x86_64")]

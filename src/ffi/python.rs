@@ -146,6 +146,7 @@ impl Api {
     fn pointer(&self, obj: *mut PyObject) -> Option<*mut c_void> {
         // SAFETY: GIL held; `obj` is live. NULL is also the answer for 0, so check for an error.
         let value = unsafe { (self.long_as_void_ptr)(obj) };
+        // SAFETY: GIL held.
         if value.is_null() && unsafe { !(self.err_occurred)().is_null() } {
             return None;
         }
@@ -387,11 +388,13 @@ unsafe extern "C" fn py_from_capsule(
     let ok = api.call("from_dlpack", || {
         // The handle first, so that running out of memory leaves the capsule unconsumed.
         let slot = dlb_tensor::reserve()?;
-        // SAFETY: a pointer taken from a capsule of that name is a managed tensor of that kind,
-        // now ours; `import` consumes it whatever happens.
+        // A pointer taken from a capsule of that name is a managed tensor of that kind, now
+        // ours; `import` consumes it whatever happens.
         let tensor = if api.is_named(capsule, VERSIONED) {
+            // SAFETY: see above.
             unsafe { import(take(VERSIONED, USED_VERSIONED)?.cast::<DLManagedTensorVersioned>()) }?
         } else if api.is_named(capsule, LEGACY) {
+            // SAFETY: see above.
             unsafe { import(take(LEGACY, USED_LEGACY)?.cast::<DLManagedTensor>()) }?
         } else if api.is_named(capsule, USED_VERSIONED) || api.is_named(capsule, USED_LEGACY) {
             return Err(Error::invalid(
@@ -515,6 +518,8 @@ mod tests {
         Box::into_raw(Box::new(o)).cast()
     }
     fn get<'a>(o: *mut PyObject) -> &'a Obj {
+        // SAFETY: every object the tests and the fakes pass here was made by `obj` and is not yet
+        // freed by `drop_obj`; nothing takes a `&mut Obj` (a capsule's name changes via `Cell`).
         unsafe { &*o.cast::<Obj>() }
     }
 
@@ -527,7 +532,10 @@ mod tests {
     /// per object, as the GIL would ensure).
     #[derive(Clone, Copy)]
     struct Shared(*mut PyObject);
+    // SAFETY: the pointers wrapped are `install`'s `Obj::Marker` boxes (None and the exception
+    // types), never freed nor written; other threads only compare their addresses or read them.
     unsafe impl Send for Shared {}
+    // SAFETY: as above.
     unsafe impl Sync for Shared {}
 
     static EXCEPTIONS: OnceLock<[Shared; 9]> = OnceLock::new();
@@ -543,13 +551,17 @@ mod tests {
     unsafe extern "C" fn is_valid(o: *mut PyObject, name: *const c_char) -> c_int {
         match get(o) {
             Obj::Capsule { name: n, .. } => {
+                // SAFETY: capsule names and the names asked about are static C strings (the
+                // shim's constants, or c"other" below).
                 c_int::from(unsafe { CStr::from_ptr(n.get()) == CStr::from_ptr(name) })
             }
             _ => 0,
         }
     }
     unsafe extern "C" fn get_pointer(o: *mut PyObject, name: *const c_char) -> *mut c_void {
-        assert_eq!(unsafe { is_valid(o, name) }, 1, "GetPointer with a wrong name");
+        // SAFETY: our own contract: a live fake object and a static C string name.
+        let valid = unsafe { is_valid(o, name) };
+        assert_eq!(valid, 1, "GetPointer with a wrong name");
         match get(o) {
             Obj::Capsule { ptr, .. } => *ptr,
             _ => unreachable!(),
@@ -564,6 +576,7 @@ mod tests {
     }
     unsafe extern "C" fn set_string(exc: *mut PyObject, message: *const c_char) {
         let index = EXCEPTIONS.get().unwrap().iter().position(|e| e.0 == exc).expect("an exception type");
+        // SAFETY: the shim passes `last_error_ptr()`, a NUL-terminated string alive for the call.
         let message = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
         RAISED.with(|r| *r.borrow_mut() = Some((index, message)));
     }
@@ -608,7 +621,10 @@ mod tests {
                 none,
                 exceptions,
             };
-            assert_eq!(unsafe { dlb_py_init(&table) }, dlb_status::DLB_OK);
+            // SAFETY: the table is complete; the fakes above keep CPython's contracts over the
+            // boxed objects, and None and the exception types are boxes never freed.
+            let status = unsafe { dlb_py_init(&table) };
+            assert_eq!(status, dlb_status::DLB_OK);
         });
         RAISED.with(|r| *r.borrow_mut() = None);
     }
@@ -616,12 +632,17 @@ mod tests {
     /// What CPython does when the last reference to an object goes.
     fn drop_obj(o: *mut PyObject) {
         if let Obj::Capsule { destructor: Some(d), .. } = get(o) {
+            // SAFETY: `d` was given for this very capsule by the shim's capsule_new call, and it
+            // runs once, as CPython's would when the last reference goes.
             unsafe { d(o) };
         }
+        // SAFETY: `o` was made by `obj` (a leaked box); each test drops an object once, last.
         drop(unsafe { Box::from_raw(o.cast::<Obj>()) });
     }
 
     fn call(f: FastCall, args: &[*mut PyObject]) -> Result<*mut PyObject, (usize, String)> {
+        // SAFETY: `f` is one of the shim's fastcall builtins (which ignore `self`), and `args`
+        // holds args.len() live objects made by `obj`, as CPython would pass them.
         let out = unsafe { f(std::ptr::null_mut(), args.as_ptr(), args.len() as isize) };
         match RAISED.with(|r| r.borrow_mut().take()) {
             Some(e) => {
@@ -662,7 +683,10 @@ mod tests {
         for versioned in [false, true] {
             let before = crate::alloc::Shared::count(t.storage());
             let capsule = export(h, versioned, false).unwrap();
-            assert!(unsafe { is_valid(capsule, if versioned { VERSIONED } else { LEGACY }.as_ptr()) } == 1);
+            let name = if versioned { VERSIONED } else { LEGACY };
+            // SAFETY: `capsule` is a live fake object; the name is a static C string.
+            let valid = unsafe { is_valid(capsule, name.as_ptr()) };
+            assert!(valid == 1);
             assert_eq!(crate::alloc::Shared::count(t.storage()), before + 1);
             drop_obj(capsule);
             assert_eq!(
@@ -674,7 +698,9 @@ mod tests {
             let capsule = export(h, versioned, false).unwrap();
             let imported = call(py_from_capsule, &[capsule]).unwrap();
             let used = if versioned { USED_VERSIONED } else { USED_LEGACY };
-            assert!(unsafe { is_valid(capsule, used.as_ptr()) } == 1, "renamed when consumed");
+            // SAFETY: `capsule` is a live fake object; the name is a static C string.
+            let valid = unsafe { is_valid(capsule, used.as_ptr()) };
+            assert!(valid == 1, "renamed when consumed");
             drop_obj(capsule); // consumed: the destructor must leave the export alone
             assert_eq!(crate::alloc::Shared::count(t.storage()), before + 1, "the import holds the storage");
             free_handle(imported);
@@ -696,6 +722,8 @@ mod tests {
         drop_obj(capsule);
         free_handle(imported);
 
+        // SAFETY: the fake only boxes its arguments; the name is a static C string, and the
+        // dangling pointer is never read (the shim refuses the capsule by its name).
         let foreign = unsafe { capsule_new(std::ptr::without_provenance_mut(8), c"other".as_ptr(), None) };
         assert_eq!(call(py_from_capsule, &[foreign]).unwrap_err().0, WRONG_TYPE);
         drop_obj(foreign);
