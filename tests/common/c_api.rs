@@ -54,11 +54,11 @@ pub enum dlb_status {
     DLB_ERR_VERSION = 6,
     DLB_ERR_PANIC = 7,
 }
+pub use dlb_status::*;
 /// Under Miri, the library's own type: Miri checks that a caller names the very type the callee
 /// returns, and a copy of a `repr(C)` enum with the same values is another type to it.
 #[cfg(miri)]
 pub use dlbridge::dlb_status;
-pub use dlb_status::*;
 
 // The header's functions, in its order. The four without arguments have no preconditions
 // (they never fail and take no pointers), so they are declared safe to call.
