@@ -5,7 +5,7 @@
 //! with negative strides is seen from its lowest element, with those axes flipped back
 //! (`invert_axis`). Extent-1 axes, whose strides nothing steps along, get stride 0.
 
-use ndarray::{Array, ArrayViewD, ArrayViewMutD, Axis, Dimension, IxDyn, ShapeBuilder};
+use ndarray::{Array, ArrayBase, ArrayViewD, ArrayViewMutD, Axis, Dimension, IxDyn, RawData, ShapeBuilder};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -36,6 +36,16 @@ impl NdLayout {
             strides.push(s.unsigned_abs());
         }
         NdLayout { shape: t.shape().iter().map(|&n| n as usize).collect(), strides, lowest, flipped }
+    }
+
+    /// Turns the axes that run backwards in the tensor back in a view made from the lowest
+    /// element, so that indexing the view gives the tensor's element at the same index.
+    fn flip_back<S: RawData>(&self, view: &mut ArrayBase<S, IxDyn>) {
+        for (axis, &flip) in self.flipped.iter().enumerate() {
+            if flip {
+                view.invert_axis(Axis(axis));
+            }
+        }
     }
 
     /// Whether no two indices reach the same element: sorted by stride, each axis must step
@@ -86,11 +96,7 @@ impl Tensor {
         // access needs `&mut` of the only tensor on the storage, which this borrow excludes.
         let mut view =
             unsafe { ArrayViewD::from_shape_ptr(IxDyn(&nd.shape).strides(IxDyn(&nd.strides)), lowest) };
-        for (axis, &flip) in nd.flipped.iter().enumerate() {
-            if flip {
-                view.invert_axis(Axis(axis));
-            }
-        }
+        nd.flip_back(&mut view);
         Ok(view)
     }
 
@@ -131,11 +137,7 @@ impl Tensor {
         // reach the same element (checked above).
         let mut view =
             unsafe { ArrayViewMutD::from_shape_ptr(IxDyn(&nd.shape).strides(IxDyn(&nd.strides)), lowest) };
-        for (axis, &flip) in nd.flipped.iter().enumerate() {
-            if flip {
-                view.invert_axis(Axis(axis));
-            }
-        }
+        nd.flip_back(&mut view);
         Ok(view)
     }
 
