@@ -11,7 +11,7 @@ TOOLS := build/tools
 CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
-.PHONY: all build header check-header lint demo test test-rust test-miri test-c test-python test-examples \
+.PHONY: all build header check-header lint demo test check test-rust test-miri test-c test-python test-examples \
 	test-dependent test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
 
 all: build
@@ -84,8 +84,14 @@ lint:
 	$(CARGO) clippy --lib -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --all-features
 
-test: check-header lint test-rust test-miri test-stress test-tsan test-fuzz test-c test-python test-cuda-fake test-examples test-dependent
+# make test: every functional suite, the README's test command (about 8 minutes on 2 cores once
+# .venv exists). make check: the complete gate that .ci/run runs, make test and then Miri,
+# ThreadSanitizer and the fuzzers (about 20 minutes more).
+test: check-header lint test-rust test-stress test-c test-python test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
+
+check: test test-miri test-tsan test-fuzz
+	@echo "make check: the complete gate passed"
 
 # Unit, integration and doc tests, with and without the ndarray feature.
 test-rust:
