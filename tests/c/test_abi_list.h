@@ -1,8 +1,9 @@
 /* The layout facts compared between our DLPack declarations and the official header.
  * Included (after exactly one of the two headers) by test_abi_ours.c and test_abi_official.c;
  * defines a static table ABI_TABLE. The _Static_asserts pin the numbers of the DLPack 1.3 ABI on
- * x86-64 LP64 (shared/docs/dlpack-notes.md), so a mismatch already fails the build of either
- * file; the runtime comparison in test_abi.c then also catches drift on other targets. */
+ * x86-64 LP64 (as the DLPack 1.3 header lays the structs out), so a mismatch already fails the
+ * build of either file; the runtime comparison in test_abi.c then also catches drift on other
+ * targets. */
 #ifndef DLB_TEST_ABI_LIST_H
 #define DLB_TEST_ABI_LIST_H
 

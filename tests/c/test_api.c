@@ -1,4 +1,4 @@
-/* Conformance of every function in the dlbridge C contract (docs: shared/docs/c-api.md).
+/* Conformance of every function in the dlbridge C contract (reference: docs/c-api.md).
  *
  * Each test_* function is one block; it records dlb_live_allocations() when it starts and checks
  * the count is back there when it ends, so a leak is pinned to the block that caused it.

@@ -1,9 +1,8 @@
 """Helpers shared by the test files: reading a DLPack capsule without consuming it, sample data
 for every dtype of the contract, and a quick "the library still works" check.
 
-The DLPack structs are declared here independently of the package (layouts from
-shared/docs/dlpack-notes.md), so that the tests check the package's exports instead of trusting
-its own declarations.
+The DLPack structs are declared here independently of the package (layouts from the DLPack 1.3
+header), so that the tests check the package's exports instead of trusting its own declarations.
 """
 
 from __future__ import annotations
