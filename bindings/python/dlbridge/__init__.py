@@ -7,7 +7,7 @@ DLPack, saying every time whether memory is shared or copied.
     u = torch.from_dlpack(t)           # shares it too
     c = t.copy()                       # new memory
 
-The contract (names, semantics, exceptions) is the "Python contract" of the C API document;
+The guide (names, semantics, exceptions) is docs/python.md in the repository;
 the library underneath is libdlbridge (Rust, C ABI), loaded through ctypes. Set DLBRIDGE_LIBRARY
 to use another build of it.
 
