@@ -16,11 +16,30 @@ OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 all: build
 
-# The C libraries, target/release/libdlbridge.so and libdlbridge.a. The crate itself is a plain
-# Rust library (no crate-type in Cargo.toml), so a crate that depends on dlbridge builds only the
-# rlib; the cdylib and the staticlib are built from it here, by cargo rustc --crate-type.
+# The version, read from Cargo.toml (the only place it is written; the header's
+# DLBRIDGE_VERSION_* constants are checked against it when the crate compiles).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
+VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
+# SONAME policy (cargo-c's convention): the SONAME carries the part of the version whose change
+# may break the ABI. From 1.0 on that is the major version (libdlbridge.so.1); for 0.y with y > 0
+# it is 0.y (libdlbridge.so.0.1: every 0.y minor release may break the ABI, 0.y.z patch releases
+# must not); for 0.0.z it is 0.0.z. The real file is libdlbridge.so.$(VERSION), with the links
+# libdlbridge.so.$(SOVERSION) (found at run time) and libdlbridge.so (found by -ldlbridge).
+SOVERSION := $(if $(filter-out 0,$(VERSION_MAJOR)),$(VERSION_MAJOR),$(if $(filter-out 0,$(VERSION_MINOR)),0.$(VERSION_MINOR),0.0.$(VERSION_PATCH)))
+SONAME := libdlbridge.so.$(SOVERSION)
+
+# The C libraries, target/release/libdlbridge.so (SONAME $(SONAME)) and libdlbridge.a. The crate
+# itself is a plain Rust library (no crate-type in Cargo.toml), so a crate that depends on
+# dlbridge builds only the rlib; the cdylib and the staticlib are built from it here, by cargo
+# rustc --crate-type. (The Python package builds its own cdylib through setuptools-rust, without
+# a SONAME: it is a private module loaded by path, never linked against.) Programs linked with
+# -ldlbridge record NEEDED $(SONAME), so the link target/release/$(SONAME) -> libdlbridge.so
+# lets the tests and examples run from target/release with -rpath.
 build:
-	$(CARGO) rustc --release --lib --crate-type cdylib,staticlib
+	$(CARGO) rustc --release --lib --crate-type cdylib,staticlib -- -C link-arg=-Wl,-soname,$(SONAME)
+	ln -sfn libdlbridge.so target/release/$(SONAME)
 
 # cbindgen, pinned, installed into build/tools (not the user's ~/.cargo).
 $(CBINDGEN):

@@ -197,6 +197,23 @@ typedef struct dlb_tensor dlb_tensor;
 
 
 /**
+ * The major version of the header: a program can compare DLBRIDGE_VERSION_MAJOR with what
+ * dlb_version() returns at run time. Taken from Cargo.toml (checked by a unit test).
+ */
+#define DLBRIDGE_VERSION_MAJOR 0
+
+/**
+ * The minor version of the header. While the major version is 0, a new minor version may
+ * change the ABI; the shared library's SONAME (libdlbridge.so.0.MINOR) says which one it is.
+ */
+#define DLBRIDGE_VERSION_MINOR 1
+
+/**
+ * The patch version of the header.
+ */
+#define DLBRIDGE_VERSION_PATCH 0
+
+/**
  * The result of every fallible dlbridge call. Values are fixed and never reused.
  */
 typedef enum dlb_status {
@@ -239,9 +256,18 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The library version, "MAJOR.MINOR.PATCH". The string is static: never free it.
+ * The library version, "MAJOR.MINOR.PATCH" (the same numbers as DLBRIDGE_VERSION_MAJOR,
+ * DLBRIDGE_VERSION_MINOR and DLBRIDGE_VERSION_PATCH of the header it was built with). The
+ * string is static: never free it.
  */
 const char *dlb_version(void);
+
+/**
+ * The name of a dlb_status value, e.g. "DLB_ERR_READ_ONLY" for 5, or "unknown dlb_status" for
+ * a value that is not one. It takes a plain integer, so any value is allowed. Never NULL; the
+ * string is static: never free it.
+ */
+const char *dlb_status_str(int32_t status);
 
 /**
  * The message of this thread's last failed dlbridge call, or "" if none failed yet. The string

@@ -91,6 +91,40 @@ fn version_error_and_cuda_count() {
 }
 
 #[test]
+fn version_macros_agree_with_dlb_version() {
+    // SAFETY: dlb_version returns a static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(dlb_version()) }.to_str().unwrap();
+    assert_eq!(v, format!("{DLBRIDGE_VERSION_MAJOR}.{DLBRIDGE_VERSION_MINOR}.{DLBRIDGE_VERSION_PATCH}"));
+}
+
+#[test]
+fn status_str_names_every_status() {
+    let name = |s: i32| {
+        let p = dlb_status_str(s);
+        assert!(!p.is_null());
+        // SAFETY: dlb_status_str returns a static NUL-terminated string, never NULL.
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap()
+    };
+    for (status, expected) in [
+        (DLB_OK, "DLB_OK"),
+        (DLB_ERR_INVALID_ARGUMENT, "DLB_ERR_INVALID_ARGUMENT"),
+        (DLB_ERR_UNSUPPORTED, "DLB_ERR_UNSUPPORTED"),
+        (DLB_ERR_OUT_OF_MEMORY, "DLB_ERR_OUT_OF_MEMORY"),
+        (DLB_ERR_DEVICE, "DLB_ERR_DEVICE"),
+        (DLB_ERR_READ_ONLY, "DLB_ERR_READ_ONLY"),
+        (DLB_ERR_VERSION, "DLB_ERR_VERSION"),
+        (DLB_ERR_PANIC, "DLB_ERR_PANIC"),
+    ] {
+        assert_eq!(name(status as i32), expected);
+    }
+    for unknown in [-1, 8, 1000, i32::MIN, i32::MAX] {
+        assert_eq!(name(unknown), "unknown dlb_status");
+    }
+    // Static strings: the same pointer every time.
+    assert_eq!(dlb_status_str(5), dlb_status_str(5));
+}
+
+#[test]
 fn alias_and_view_share_copy_does_not() {
     let _l = leak_check();
     let t = arange(&[2, 3]);
@@ -709,6 +743,7 @@ fn header_declares_every_contract_function() {
     let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/dlbridge.h")).unwrap();
     for name in [
         "dlb_version",
+        "dlb_status_str",
         "dlb_last_error",
         "dlb_live_allocations",
         "dlb_cuda_device_count",

@@ -1,6 +1,11 @@
 //! Entry points for dlbridge's own Python package (bindings/python). They are not part of the C
 //! contract and are left out of the header.
 //!
+//! Private symbols: `dlb_py_init` and `dlb_py_function` are exported from libdlbridge.so and
+//! libdlbridge.a only because the Python package looks them up through ctypes. They are not
+//! declared in dlbridge.h, carry no ABI or API promise (the SONAME does not change for them),
+//! may change or disappear in any release, and C and C++ programs must not call them.
+//!
 //! Why they exist: a DLPack hand-over from Python means building or taking apart a PyCapsule.
 //! Through ctypes that is several foreign calls of 200-400 ns each, and a capsule destructor
 //! written in Python could be collected while a capsule still needs it or run after the

@@ -1,7 +1,7 @@
 //! Exported tensor functions: library information, creation, sharing, copying and inspection.
 //! Each one checks its arguments, calls the core and converts the result.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{CStr, c_char, c_void};
 
 use super::error::{boundary_or, dlb_status, last_error_ptr, produce};
 use super::handle::{dims, dlb_tensor};
@@ -11,10 +11,76 @@ use crate::dtype::DType;
 use crate::storage::{Owner, live_allocations};
 use crate::tensor::Tensor;
 
-/// The library version, "MAJOR.MINOR.PATCH". The string is static: never free it.
+/// The major version of the header: a program can compare DLBRIDGE_VERSION_MAJOR with what
+/// dlb_version() returns at run time. Taken from Cargo.toml (checked by a unit test).
+pub const DLBRIDGE_VERSION_MAJOR: u32 = 0;
+/// The minor version of the header. While the major version is 0, a new minor version may
+/// change the ABI; the shared library's SONAME (libdlbridge.so.0.MINOR) says which one it is.
+pub const DLBRIDGE_VERSION_MINOR: u32 = 1;
+/// The patch version of the header.
+pub const DLBRIDGE_VERSION_PATCH: u32 = 0;
+
+// The constants must name Cargo.toml's version: a mismatch does not compile (and the unit test
+// below says which one differs).
+const _: () = assert!(DLBRIDGE_VERSION_MAJOR == decimal(env!("CARGO_PKG_VERSION_MAJOR")));
+const _: () = assert!(DLBRIDGE_VERSION_MINOR == decimal(env!("CARGO_PKG_VERSION_MINOR")));
+const _: () = assert!(DLBRIDGE_VERSION_PATCH == decimal(env!("CARGO_PKG_VERSION_PATCH")));
+
+/// A decimal number, at compile time (u32::MAX for anything else).
+const fn decimal(s: &str) -> u32 {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() {
+        return u32::MAX;
+    }
+    let mut value: u32 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let digit = bytes[i].wrapping_sub(b'0');
+        if digit > 9 {
+            return u32::MAX;
+        }
+        value = value.saturating_mul(10).saturating_add(digit as u32);
+        i += 1;
+    }
+    value
+}
+
+/// The library version, "MAJOR.MINOR.PATCH" (the same numbers as DLBRIDGE_VERSION_MAJOR,
+/// DLBRIDGE_VERSION_MINOR and DLBRIDGE_VERSION_PATCH of the header it was built with). The
+/// string is static: never free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of a dlb_status value, e.g. "DLB_ERR_READ_ONLY" for 5, or "unknown dlb_status" for
+/// a value that is not one. It takes a plain integer, so any value is allowed. Never NULL; the
+/// string is static: never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dlb_status_str(status: i32) -> *const c_char {
+    // Panic-free: a match on an integer returning static C strings.
+    status_name(status).as_ptr()
+}
+
+fn status_name(status: i32) -> &'static CStr {
+    const NAMES: [(dlb_status, &CStr); 8] = [
+        (dlb_status::DLB_OK, c"DLB_OK"),
+        (dlb_status::DLB_ERR_INVALID_ARGUMENT, c"DLB_ERR_INVALID_ARGUMENT"),
+        (dlb_status::DLB_ERR_UNSUPPORTED, c"DLB_ERR_UNSUPPORTED"),
+        (dlb_status::DLB_ERR_OUT_OF_MEMORY, c"DLB_ERR_OUT_OF_MEMORY"),
+        (dlb_status::DLB_ERR_DEVICE, c"DLB_ERR_DEVICE"),
+        (dlb_status::DLB_ERR_READ_ONLY, c"DLB_ERR_READ_ONLY"),
+        (dlb_status::DLB_ERR_VERSION, c"DLB_ERR_VERSION"),
+        (dlb_status::DLB_ERR_PANIC, c"DLB_ERR_PANIC"),
+    ];
+    let mut i = 0;
+    while i < NAMES.len() {
+        if NAMES[i].0 as i32 == status {
+            return NAMES[i].1;
+        }
+        i += 1;
+    }
+    c"unknown dlb_status"
 }
 
 /// The message of this thread's last failed dlbridge call, or "" if none failed yet. The string
@@ -331,5 +397,32 @@ pub unsafe extern "C" fn dlb_tensor_data_mut(t: *mut dlb_tensor, out: *mut *mut 
         produce("dlb_tensor_data_mut", out, || {
             Ok(dlb_tensor::from_ptr(t, "t")?.tensor().data_mut()?.cast::<c_void>())
         })
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn version_constants_match_cargo_toml() {
+        let parse = |s: &str| s.parse::<u32>().unwrap();
+        assert_eq!(DLBRIDGE_VERSION_MAJOR, parse(env!("CARGO_PKG_VERSION_MAJOR")));
+        assert_eq!(DLBRIDGE_VERSION_MINOR, parse(env!("CARGO_PKG_VERSION_MINOR")));
+        assert_eq!(DLBRIDGE_VERSION_PATCH, parse(env!("CARGO_PKG_VERSION_PATCH")));
+        // SAFETY: dlb_version returns a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(dlb_version()) }.to_str().unwrap();
+        let expected = format!("{DLBRIDGE_VERSION_MAJOR}.{DLBRIDGE_VERSION_MINOR}.{DLBRIDGE_VERSION_PATCH}");
+        assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn status_names() {
+        for (value, name) in [(0, "DLB_OK"), (5, "DLB_ERR_READ_ONLY"), (7, "DLB_ERR_PANIC")] {
+            assert_eq!(status_name(value).to_str().unwrap(), name);
+        }
+        for value in [-1, 8, i32::MIN, i32::MAX] {
+            assert_eq!(status_name(value).to_str().unwrap(), "unknown dlb_status");
+        }
     }
 }

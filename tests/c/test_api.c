@@ -1710,9 +1710,51 @@ static void test_devices(void) {
     CHECK_LIVE(live0);
 }
 
+/* The header's version macros name the same version as the library's dlb_version(). */
+static void test_version_macros(void) {
+    char expected[64];
+    snprintf(expected, sizeof expected, "%d.%d.%d", DLBRIDGE_VERSION_MAJOR, DLBRIDGE_VERSION_MINOR,
+             DLBRIDGE_VERSION_PATCH);
+    CHECK(strcmp(dlb_version(), expected) == 0);
+#if DLBRIDGE_VERSION_MAJOR < 0 || DLBRIDGE_VERSION_MINOR < 0 || DLBRIDGE_VERSION_PATCH < 0
+#error "the version macros must be usable in #if"
+#endif
+}
+
+/* dlb_status_str: every status by name, anything else "unknown dlb_status"; never NULL. */
+static void test_status_str(void) {
+    static const struct {
+        int32_t status;
+        const char *name;
+    } names[] = {
+        {DLB_OK, "DLB_OK"},
+        {DLB_ERR_INVALID_ARGUMENT, "DLB_ERR_INVALID_ARGUMENT"},
+        {DLB_ERR_UNSUPPORTED, "DLB_ERR_UNSUPPORTED"},
+        {DLB_ERR_OUT_OF_MEMORY, "DLB_ERR_OUT_OF_MEMORY"},
+        {DLB_ERR_DEVICE, "DLB_ERR_DEVICE"},
+        {DLB_ERR_READ_ONLY, "DLB_ERR_READ_ONLY"},
+        {DLB_ERR_VERSION, "DLB_ERR_VERSION"},
+        {DLB_ERR_PANIC, "DLB_ERR_PANIC"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *s = dlb_status_str(names[i].status);
+        CHECK(s != NULL);
+        if (s != NULL) CHECK(strcmp(s, names[i].name) == 0);
+        CHECK(dlb_status_str(names[i].status) == s); /* static string */
+    }
+    const int32_t unknown[] = {-1, 8, 1000, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        const char *s = dlb_status_str(unknown[i]);
+        CHECK(s != NULL);
+        if (s != NULL) CHECK(strcmp(s, "unknown dlb_status") == 0);
+    }
+}
+
 int main(void) {
     int64_t live0 = dlb_live_allocations();
     test_basics();
+    test_version_macros();
+    test_status_str();
     test_create();
     test_alias_copy();
     test_views();

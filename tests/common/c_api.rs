@@ -60,10 +60,16 @@ pub use dlb_status::*;
 #[cfg(miri)]
 pub use dlbridge::dlb_status;
 
-// The header's functions, in its order. The four without arguments have no preconditions
-// (they never fail and take no pointers), so they are declared safe to call.
+/// The header's version macros.
+pub const DLBRIDGE_VERSION_MAJOR: u32 = 0;
+pub const DLBRIDGE_VERSION_MINOR: u32 = 1;
+pub const DLBRIDGE_VERSION_PATCH: u32 = 0;
+
+// The header's functions, in its order. The five without pointer arguments have no
+// preconditions (they never fail and take no pointers), so they are declared safe to call.
 unsafe extern "C" {
     pub safe fn dlb_version() -> *const c_char;
+    pub safe fn dlb_status_str(status: i32) -> *const c_char;
     pub safe fn dlb_last_error() -> *const c_char;
     pub safe fn dlb_live_allocations() -> i64;
     pub safe fn dlb_cuda_device_count() -> i32;
