@@ -11,7 +11,7 @@ TOOLS := build/tools
 CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
-.PHONY: all build header check-header lint demo test check test-rust test-miri test-c test-python test-examples \
+.PHONY: all build header check-header lint demo test check test-rust test-miri test-c test-cpp test-python test-examples \
 	test-dependent test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
 
 all: build
@@ -106,7 +106,7 @@ lint:
 # make test: every functional suite, the README's test command (about 8 minutes on 2 cores once
 # .venv exists). make check: the complete gate that .ci/run runs, make test and then Miri,
 # ThreadSanitizer and the fuzzers (about 20 minutes more).
-test: check-header lint test-rust test-stress test-c test-python test-cuda-fake test-examples test-dependent
+test: check-header lint test-rust test-stress test-c test-cpp test-install test-python test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
 
 check: test test-miri test-tsan test-fuzz
@@ -143,6 +143,11 @@ test-tsan:
 
 test-c: build $(OFFICIAL_DLPACK)
 	bash tests/c/run.sh
+
+# include/dlbridge.hpp, the header-only C++17 wrapper: tests/cpp/run.sh builds its tests with
+# -Wall -Wextra -Werror -pedantic and runs them plain, under valgrind and with ASan+UBSan.
+test-cpp: build $(OFFICIAL_DLPACK)
+	bash tests/cpp/run.sh
 
 # pytest against the installed package and the real frameworks.
 test-python: python-package
