@@ -106,7 +106,7 @@ lint:
 # make test: every functional suite, the README's test command (about 8 minutes on 2 cores once
 # .venv exists). make check: the complete gate that .ci/run runs, make test and then Miri,
 # ThreadSanitizer and the fuzzers (about 20 minutes more).
-test: check-header lint test-rust test-stress test-c test-cpp test-install test-python test-cuda-fake test-examples test-dependent
+test: check-header lint test-rust test-stress test-c test-cpp test-python test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
 
 check: test test-miri test-tsan test-fuzz
