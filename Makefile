@@ -106,7 +106,7 @@ lint:
 # make test: every functional suite, the README's test command (about 8 minutes on 2 cores once
 # .venv exists). make check: the complete gate that .ci/run runs, make test and then Miri,
 # ThreadSanitizer and the fuzzers (about 20 minutes more).
-test: check-header lint test-rust test-stress test-c test-cpp test-python test-cuda-fake test-examples test-dependent
+test: check-header lint test-rust test-stress test-c test-cpp test-install test-python test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
 
 check: test test-miri test-tsan test-fuzz
@@ -190,6 +190,63 @@ test-examples: build python-package
 # libdlbridge.a appears in its target directory (target/dependent).
 test-dependent:
 	bash tests/dependent/run.sh
+
+# Installation: make install [PREFIX=/usr/local] [LIBDIR=$(PREFIX)/lib]
+# [INCLUDEDIR=$(PREFIX)/include] [DESTDIR=staging root]. It installs the headers, the shared library
+# as libdlbridge.so.$(VERSION) with the links $(SONAME) and libdlbridge.so, libdlbridge.a,
+# LIBDIR/pkgconfig/dlbridge.pc and the CMake package LIBDIR/cmake/dlbridge (find_package(dlbridge):
+# dlbridge::dlbridge and dlbridge::dlbridge_static). The .pc and CMake files locate everything
+# relative to themselves (${pcfiledir}, CMAKE_CURRENT_LIST_DIR), so an installed tree can be moved.
+# make uninstall (same variables) removes exactly those files.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR ?=
+# What libdlbridge.a needs from the system when linked statically: the output of
+# `cargo rustc --release --lib --crate-type staticlib -- --print native-static-libs`
+# (make test-install links a program with it).
+NATIVE_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# Relative paths (GNU realpath), computed from the final locations, not from DESTDIR.
+relpath = $(shell realpath -m --relative-to='$(1)' '$(2)')
+INSTALL_SED = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|g' \
+	-e 's|@VERSION_MINOR@|$(VERSION_MINOR)|g' -e 's|@SONAME@|$(SONAME)|g' \
+	-e 's|@NATIVE_STATIC_LIBS@|$(NATIVE_STATIC_LIBS)|g' \
+	-e 's|@CMAKE_NATIVE_STATIC_LIBS@|$(subst $(eval) ,;,$(patsubst -l%,%,$(NATIVE_STATIC_LIBS)))|g' \
+	-e 's|@PC_PREFIX@|$(call relpath,$(LIBDIR)/pkgconfig,$(PREFIX))|g' \
+	-e 's|@PC_LIBDIR@|$(call relpath,$(LIBDIR)/pkgconfig,$(LIBDIR))|g' \
+	-e 's|@PC_INCLUDEDIR@|$(call relpath,$(LIBDIR)/pkgconfig,$(INCLUDEDIR))|g' \
+	-e 's|@CMAKE_LIBDIR@|$(call relpath,$(LIBDIR)/cmake/dlbridge,$(LIBDIR))|g' \
+	-e 's|@CMAKE_INCLUDEDIR@|$(call relpath,$(LIBDIR)/cmake/dlbridge,$(INCLUDEDIR))|g'
+INSTALLED_HEADERS := dlbridge.h dlbridge.hpp
+
+.PHONY: install uninstall test-install
+install: build
+	install -d '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(LIBDIR)/pkgconfig' '$(DESTDIR)$(LIBDIR)/cmake/dlbridge'
+	install -m 644 include/dlbridge.h '$(DESTDIR)$(INCLUDEDIR)/dlbridge.h'
+	if [ -f include/dlbridge.hpp ]; then install -m 644 include/dlbridge.hpp '$(DESTDIR)$(INCLUDEDIR)/dlbridge.hpp'; fi
+	install -m 755 target/release/libdlbridge.so '$(DESTDIR)$(LIBDIR)/libdlbridge.so.$(VERSION)'
+	$(if $(filter-out $(VERSION),$(SOVERSION)),ln -sfn libdlbridge.so.$(VERSION) '$(DESTDIR)$(LIBDIR)/$(SONAME)')
+	ln -sfn $(SONAME) '$(DESTDIR)$(LIBDIR)/libdlbridge.so'
+	install -m 644 target/release/libdlbridge.a '$(DESTDIR)$(LIBDIR)/libdlbridge.a'
+	$(INSTALL_SED) install/dlbridge.pc.in > '$(DESTDIR)$(LIBDIR)/pkgconfig/dlbridge.pc'
+	$(INSTALL_SED) install/dlbridgeConfig.cmake.in > '$(DESTDIR)$(LIBDIR)/cmake/dlbridge/dlbridgeConfig.cmake'
+	$(INSTALL_SED) install/dlbridgeConfigVersion.cmake.in \
+	  > '$(DESTDIR)$(LIBDIR)/cmake/dlbridge/dlbridgeConfigVersion.cmake'
+
+uninstall:
+	rm -f $(foreach h,$(INSTALLED_HEADERS),'$(DESTDIR)$(INCLUDEDIR)/$(h)')
+	rm -f '$(DESTDIR)$(LIBDIR)/libdlbridge.so.$(VERSION)' '$(DESTDIR)$(LIBDIR)/$(SONAME)' \
+	  '$(DESTDIR)$(LIBDIR)/libdlbridge.so' '$(DESTDIR)$(LIBDIR)/libdlbridge.a' \
+	  '$(DESTDIR)$(LIBDIR)/pkgconfig/dlbridge.pc' \
+	  '$(DESTDIR)$(LIBDIR)/cmake/dlbridge/dlbridgeConfig.cmake' \
+	  '$(DESTDIR)$(LIBDIR)/cmake/dlbridge/dlbridgeConfigVersion.cmake'
+	rmdir '$(DESTDIR)$(LIBDIR)/cmake/dlbridge' 2>/dev/null || true
+
+# Programs built from an installed tree (tests/install/run.sh): a staged make install, a C program
+# through pkg-config (shared and static) and a C++ program through CMake's find_package, run, then
+# run again and rebuilt after the installed tree has moved. pkg-config and CMake come from .venv.
+test-install: build $(VENV_STAMP)
+	bash tests/install/run.sh
 
 clean:
 	$(CARGO) clean
