@@ -1,7 +1,8 @@
-# dlbridge: the two commands users run are `make demo` and `make test`. Both install what they
-# need (cbindgen at a pinned version, the nightly Miri component, a virtual environment .venv
-# with pinned NumPy, PyTorch, TensorFlow (CPU), JAX and ml_dtypes, and the Python package built
-# from this tree) and work on a fresh clone.
+# dlbridge: the two commands users run are `make demo` and `make test`; `make check` is the
+# complete gate (make test, then Miri, ThreadSanitizer and the fuzzers) that .ci/run runs. Each
+# installs what it needs (cbindgen at a pinned version, the nightly Miri component, a virtual
+# environment .venv with pinned NumPy, PyTorch, TensorFlow (CPU), JAX, ml_dtypes, CMake and
+# pkgconf, and the Python package built from this tree) and works on a fresh clone.
 
 SHELL := /bin/bash
 CARGO ?= cargo
