@@ -30,12 +30,8 @@ OFFICIAL=(-Ibuild/official-dlpack)
 LDFLAGS=(-L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -ldlbridge -pthread)
 SANITIZE=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
-failures=()
-MODE=""
-section() {
-    MODE=$*
-    printf '\n==== %s ====\n' "$*"
-}
+# shellcheck source=../run_modes.sh
+source tests/run_modes.sh
 
 # build <output dir> <extra compiler flags...>: every program into that directory.
 build() {
@@ -63,21 +59,6 @@ build() {
 PROGRAMS=(test_api test_threads test_abi test_include_order_a_c test_include_order_b_c
           test_include_order_a_cxx test_include_order_b_cxx)
 
-# run <label> <command...>: runs one program, records a failure instead of stopping.
-run() {
-    local label=$1
-    shift
-    echo "--- $label"
-    local start=$SECONDS
-    if "$@"; then
-        echo "--- $label: ok ($((SECONDS - start)) s)"
-    else
-        local rc=$?
-        echo "--- $label: FAILED (exit $rc)"
-        failures+=("$MODE: $label")
-    fi
-}
-
 section "build (plain)"
 build "$OUT/plain"
 
@@ -98,29 +79,8 @@ run "test_api (static)" "$OUT/plain/test_api_static"
 # run under one), so it is not in PROGRAMS.
 run "test_oom (address-space limit)" "$OUT/plain/test_oom"
 
-section "run (valgrind)"
-if command -v valgrind >/dev/null; then
-    # Fail on any memory error and on definitely lost bytes. Reachable blocks (thread-locals,
-    # one-time runtime state) are not errors.
-    VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
-              --show-leak-kinds=definite)
-    for p in "${PROGRAMS[@]}"; do run "$p" "${VALGRIND[@]}" "$OUT/plain/$p"; done
-else
-    echo "valgrind not found" >&2
-    failures+=("valgrind missing")
-fi
-
-section "run (AddressSanitizer + UBSan)"
+run_valgrind "$OUT/plain" "${PROGRAMS[@]}"
 # allocator_may_return_null: the out-of-memory test asks for 128 TiB and expects a status, not
 # an ASan abort.
-export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/asan/$p"; done
-unset ASAN_OPTIONS UBSAN_OPTIONS
-
-section "summary"
-if ((${#failures[@]})); then
-    printf 'FAILED: %s\n' "${failures[@]}"
-    exit 1
-fi
-echo "all C tests passed"
+run_sanitized "$OUT/asan" allocator_may_return_null=1:detect_leaks=1 "${PROGRAMS[@]}"
+summary "C tests"

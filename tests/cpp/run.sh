@@ -30,12 +30,8 @@ OFFICIAL=(-Ibuild/official-dlpack)
 LDFLAGS=(-L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -ldlbridge -pthread)
 SANITIZE=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 
-failures=()
-MODE=""
-section() {
-    MODE=$*
-    printf '\n==== %s ====\n' "$*"
-}
+# shellcheck source=../run_modes.sh
+source tests/run_modes.sh
 
 # build <output dir> <extra compiler flags...>: every program into that directory.
 build() {
@@ -52,20 +48,6 @@ build() {
 
 PROGRAMS=(test_hpp include_order_a include_order_b)
 
-# run <label> <command...>: runs one program, records a failure instead of stopping.
-run() {
-    local label=$1
-    shift
-    echo "--- $label"
-    if "$@"; then
-        echo "--- $label: ok"
-    else
-        local rc=$?
-        echo "--- $label: FAILED (exit $rc)"
-        failures+=("$MODE: $label")
-    fi
-}
-
 section "build (plain)"
 build "$OUT/plain"
 
@@ -75,27 +57,6 @@ build "$OUT/asan" "${SANITIZE[@]}"
 section "run (plain)"
 for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/plain/$p"; done
 
-section "run (valgrind)"
-if command -v valgrind >/dev/null; then
-    # Fail on any memory error and on definitely lost bytes; reachable blocks (thread-locals,
-    # one-time runtime state) are not errors.
-    VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
-              --show-leak-kinds=definite)
-    for p in "${PROGRAMS[@]}"; do run "$p" "${VALGRIND[@]}" "$OUT/plain/$p"; done
-else
-    echo "valgrind not found" >&2
-    failures+=("valgrind missing")
-fi
-
-section "run (AddressSanitizer + UBSan)"
-export ASAN_OPTIONS=detect_leaks=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for p in "${PROGRAMS[@]}"; do run "$p" "$OUT/asan/$p"; done
-unset ASAN_OPTIONS UBSAN_OPTIONS
-
-section "summary"
-if ((${#failures[@]})); then
-    printf 'FAILED: %s\n' "${failures[@]}"
-    exit 1
-fi
-echo "all C++ wrapper tests passed"
+run_valgrind "$OUT/plain" "${PROGRAMS[@]}"
+run_sanitized "$OUT/asan" detect_leaks=1 "${PROGRAMS[@]}"
+summary "C++ wrapper tests"
