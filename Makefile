@@ -13,7 +13,7 @@ CBINDGEN := $(TOOLS)/bin/cbindgen
 OFFICIAL_DLPACK := build/official-dlpack/dlpack/dlpack.h
 
 .PHONY: all build header check-header lint demo test check test-rust test-miri test-c test-cpp test-python test-examples \
-	test-dependent test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
+	test-python-extension test-dependent test-cuda-fake test-gpu test-stress test-tsan test-fuzz python-package bench clean
 
 all: build
 
@@ -34,8 +34,8 @@ SONAME := libdlbridge.so.$(SOVERSION)
 # The C libraries, target/release/libdlbridge.so (SONAME $(SONAME)) and libdlbridge.a. The crate
 # itself is a plain Rust library (no crate-type in Cargo.toml), so a crate that depends on
 # dlbridge builds only the rlib; the cdylib and the staticlib are built from it here, by cargo
-# rustc --crate-type. (The Python package builds its own cdylib through setuptools-rust, without
-# a SONAME: it is a private module loaded by path, never linked against.) Programs linked with
+# rustc --crate-type. (The Python package builds its own cdylib through setuptools-rust, with the
+# same SONAME, computed by bindings/python/setup.py.) Programs linked with
 # -ldlbridge record NEEDED $(SONAME), so the link target/release/$(SONAME) -> libdlbridge.so
 # lets the tests and examples run from target/release with -rpath.
 build:
@@ -70,6 +70,26 @@ $(VENV_STAMP): $(PY_REQUIREMENTS)
 # setuptools-rust and ships it inside). Reinstalled every time, so it matches the tree.
 python-package: $(VENV_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+
+# The distributions (build/wheelhouse): the sdist (a copy of the crate inside, see
+# bindings/python/setup.py), then the wheel built from the unpacked sdist (python -m build does
+# both, with .venv's pinned setuptools and setuptools-rust), tagged py3-none (one wheel for every
+# CPython 3.9+) and made manylinux_<glibc>_x86_64 by auditwheel repair. make test-wheel installs
+# it into a fresh venv without cargo (tests/wheel/run.sh).
+WHEELHOUSE := build/wheelhouse
+.PHONY: wheel test-wheel print-soname
+wheel: $(VENV_STAMP)
+	rm -rf build/dist $(WHEELHOUSE)
+	$(VENV_PY) -m build --no-isolation --outdir build/dist bindings/python
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir $(WHEELHOUSE) build/dist/dlbridge-*.whl
+	cp build/dist/dlbridge-*.tar.gz $(WHEELHOUSE)/
+	$(VENV)/bin/auditwheel show $(WHEELHOUSE)/dlbridge-*.whl
+
+test-wheel: wheel
+	bash tests/wheel/run.sh
+
+print-soname:
+	@echo $(SONAME)
 
 # The official dlpack.h the ABI test compares against, as the PyTorch wheel in .venv ships it
 # (never committed).
@@ -107,7 +127,7 @@ lint:
 # make test: every functional suite, the README's test command (about 8 minutes on 2 cores once
 # .venv exists). make check: the complete gate that .ci/run runs, make test and then Miri,
 # ThreadSanitizer and the fuzzers (about 20 minutes more).
-test: check-header lint test-rust test-stress test-c test-cpp test-install test-python test-cuda-fake test-examples test-dependent
+test: check-header lint test-rust test-stress test-c test-cpp test-install test-python test-python-extension test-wheel test-cuda-fake test-examples test-dependent
 	@echo "make test: every suite passed"
 
 check: test test-miri test-tsan test-fuzz
@@ -153,6 +173,11 @@ test-cpp: build $(OFFICIAL_DLPACK)
 # pytest against the installed package and the real frameworks.
 test-python: python-package
 	$(VENV_PY) -m pytest -q tests/python
+
+# A C extension built against the package's own library (python -m dlbridge --includes --libs),
+# called from Python on NumPy and PyTorch data; one libdlbridge in the process, nothing leaked.
+test-python-extension: python-package
+	$(VENV_PY) examples/python_extension/run.py
 
 # tests/python/test_stress.py at the issue's size, 8 threads x 1,000,000 operations (about 20
 # minutes on 2 cores; not part of `make test`, whose test-python runs it at 8 x 20,000).
