@@ -182,7 +182,11 @@ def test_numpy_refuses_gpu_tensors_and_says_what_to_do():
     g = dlbridge.zeros((3,), device="cuda")
     with pytest.raises(TypeError, match=r"\.cpu\(\)"):
         g.numpy()
+    for convert in (np.asarray, np.array, lambda x: np.array(x, copy=False), lambda x: x.__buffer__(0)):
+        with pytest.raises(TypeError, match=r"\.cpu\(\)"):
+            convert(g)
     np.testing.assert_array_equal(g.cpu().numpy(), np.zeros(3, np.float32))
+    np.testing.assert_array_equal(np.asarray(g.cpu()), np.zeros(3, np.float32))
 
 
 @needs_cuda
@@ -190,6 +194,7 @@ def test_pinned_tensors_share_with_numpy():
     h = dlbridge.zeros((4,), "int32", device="cuda_host")
     arr = h.numpy()
     arr[2] = 9
+    assert np.asarray(h).ctypes.data == h.data_ptr()
     np.testing.assert_array_equal(h.to("cuda").cpu().numpy(), [0, 0, 9, 0])
 
 

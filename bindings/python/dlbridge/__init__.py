@@ -14,8 +14,14 @@ to use another build of it.
 Errors: BufferError for data that cannot be exchanged, ValueError for bad arguments, TypeError
 for wrong types, MemoryError when allocation fails, RuntimeError otherwise (each carrying the
 library's message).
+
+Native code: dlbridge.get_include() and dlbridge.get_library() (or `python -m dlbridge --includes
+--libs`) give what a C extension compiles and links with; a Tensor passes to ctypes as its
+`dlb_tensor *` and Tensor.from_handle takes one back. docs/python.md, "C extensions", has the
+one-copy rule.
 """
 
+from ._handover import get_include, get_library
 from ._lib import version as __version__
 from ._tensor import DTYPES, Tensor, cuda_device_count, empty, from_dlpack, live_allocations, zeros
 
@@ -26,6 +32,8 @@ __all__ = [
     "cuda_device_count",
     "empty",
     "from_dlpack",
+    "get_include",
+    "get_library",
     "live_allocations",
     "zeros",
 ]

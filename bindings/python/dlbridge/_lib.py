@@ -60,8 +60,10 @@ def _find_library() -> str:
         if not os.path.isfile(override):
             raise ImportError(f"DLBRIDGE_LIBRARY={override!r} does not name a file")
         return override
-    # setuptools-rust installs the cdylib under an extension-module name.
-    found = sorted(glob.glob(os.path.join(_HERE, "_libdlbridge*.so")))
+    # The cdylib is installed as _libdlbridge.so, or (older builds) under an extension-module
+    # name; the plain name wins when a stale file of the other kind is left beside it.
+    plain = os.path.join(_HERE, "_libdlbridge.so")
+    found = [plain] if os.path.isfile(plain) else sorted(glob.glob(os.path.join(_HERE, "_libdlbridge*.so")))
     if not found:
         raise ImportError(
             f"libdlbridge is not in {_HERE}: install the package with `pip install ./bindings/python` "

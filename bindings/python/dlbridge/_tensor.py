@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import operator
 import sys
-from ctypes import byref, c_int64, c_void_p
+from ctypes import _Pointer as _CPointer, byref, c_int64, c_void_p, cast, sizeof
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import _lib
@@ -53,16 +53,46 @@ CPU, CUDA, CUDA_HOST = 1, 2, 3
 DeviceLike = Union[str, Tuple[int, int]]
 
 
-def _dtype(dtype: Any) -> DLDataType:
-    """A dtype name ("float32"), or anything whose .name or str() is one (numpy dtypes,
-    torch.float32)."""
-    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
-    if not isinstance(name, str):
+# Python's own scalar types, as NumPy and PyTorch read them.
+_BUILTIN_DTYPES = {bool: "bool", int: "int64", float: "float64", complex: "complex128"}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """The dlbridge name of a dtype given as a name ("float32"), a NumPy dtype or scalar type
+    (np.dtype("f4"), np.float64, ml_dtypes.bfloat16), a PyTorch dtype (torch.float32), Python's
+    bool, int, float or complex, or anything whose .name is a name (tf.float32). Neither NumPy
+    nor PyTorch is imported: a dtype of theirs exists only when the user imported them."""
+    if isinstance(dtype, str):
+        return dtype
+    tp = type(dtype)
+    if tp.__module__ == "torch":  # torch.dtype: str() is "torch.float32"
         name = str(dtype)
         if name.startswith("torch."):
-            name = name[len("torch."):]
-        elif name not in DTYPES:
-            raise TypeError(f"dtype must be a dtype name such as 'float32', not {type(dtype).__name__}")
+            return name[len("torch."):]
+    np = sys.modules.get("numpy")
+    if np is not None and (
+        isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic))
+    ):
+        dt = np.dtype(dtype)
+        if dt.byteorder not in "=|":
+            raise ValueError(f"dtype {dt.str!r} is not in native byte order; dlbridge holds native data only")
+        return dt.name
+    if isinstance(dtype, type) and dtype in _BUILTIN_DTYPES:
+        return _BUILTIN_DTYPES[dtype]
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    what = repr(dtype) if isinstance(dtype, type) else tp.__name__
+    raise TypeError(
+        "dtype must be a dtype name such as 'float32', a NumPy dtype or scalar type or a PyTorch "
+        f"dtype, not {what}"
+    )
+
+
+def _dtype(dtype: Any) -> DLDataType:
+    """The DLDataType of a dtype in any spelling _dtype_name takes: TypeError for something that
+    is no dtype, ValueError for a dtype dlbridge does not convert."""
+    name = _dtype_name(dtype)
     try:
         code, bits = DTYPES[name]
     except KeyError:
@@ -315,17 +345,21 @@ class Tensor:
         """Like torch: an alias when already on the CPU, else a copy to the CPU."""
         return self.to("cpu")
 
+    def _require_host(self, what: str) -> None:
+        """TypeError unless the memory is host memory (the CPU's or pinned), as PyTorch does."""
+        device = self.device
+        if device != "cpu" and not device.startswith("cuda_host"):
+            raise TypeError(
+                f"can't convert a {device} tensor to {what}: its memory is not on the host; "
+                "call .cpu() first to copy it to host memory"
+            )
+
     def numpy(self) -> Any:
         """A NumPy array sharing this tensor's memory (CPU tensors only). A read-only tensor gives
         a read-only array; bfloat16 needs ml_dtypes."""
         import numpy as np
 
-        device = self.device
-        if device != "cpu" and not device.startswith("cuda_host"):
-            raise TypeError(
-                f"can't convert a {device} tensor to numpy: its memory is not on the host; "
-                "call .cpu() first to copy it to host memory"
-            )
+        self._require_host("numpy")
         if self.dtype == "bfloat16":
             try:
                 import ml_dtypes
@@ -333,6 +367,70 @@ class Tensor:
                 raise BufferError("a bfloat16 tensor needs the ml_dtypes package to become a NumPy array") from None
             return np.from_dlpack(_Reinterpret(self, DLDataType(1, 16, 1))).view(ml_dtypes.bfloat16)
         return np.from_dlpack(self)
+
+    # -- NumPy's and Python's conventions -----------------------------------------------------
+
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> Any:
+        """NumPy's array protocol (NumPy 2): np.asarray(t) and np.array(t, copy=False) share the
+        memory (host memory only: a GPU tensor raises TypeError), read-only stays read-only;
+        copy=True gives new memory; copy=False raises ValueError when a copy would be needed
+        (a dtype conversion)."""
+        import numpy as np
+
+        if copy is not None and copy is not True and copy is not False:
+            raise TypeError(f"copy must be None, True or False, not {copy!r}")
+        arr = self.numpy()
+        if dtype is not None:
+            target = np.dtype(dtype)
+            if target != arr.dtype:
+                if copy is False:
+                    raise ValueError(
+                        f"converting a {self.dtype} tensor to {target} needs a copy, which copy=False forbids"
+                    )
+                return arr.astype(target)
+        return arr.copy() if copy else arr
+
+    def __buffer__(self, flags: int) -> memoryview:
+        """Python's buffer protocol (PEP 688; Python 3.12 calls it for memoryview(t), bytes(t)
+        and NumPy's buffer import): a memoryview of the host memory, shared, made through NumPy
+        (which describes any strides). A GPU tensor raises TypeError; a writable buffer of
+        read-only data, BufferError."""
+        arr = self.numpy()
+        if flags & 1 and not arr.flags.writeable:  # inspect.BufferFlags.WRITABLE
+            raise BufferError("a writable buffer was requested but the tensor is read-only")
+        return memoryview(arr)
+
+    # -- native code ---------------------------------------------------------------------------
+
+    @property
+    def _as_parameter_(self) -> c_void_p:
+        """The `dlb_tensor *` handle, borrowed (valid while this Tensor lives), so that a ctypes
+        function taking a pointer (c_void_p) takes the Tensor itself: `lib.fn(t)`. The handle
+        belongs to this package's copy of libdlbridge (see dlbridge.get_library())."""
+        h = self._h
+        if not h:
+            raise ValueError("the tensor has been freed")
+        return c_void_p(h)
+
+    @classmethod
+    def from_handle(cls, handle: Any) -> "Tensor":
+        """Wraps a `dlb_tensor *` made by native code (an int or a ctypes pointer) and takes
+        ownership: it is freed with dlb_tensor_free when the Tensor goes, so the caller must not
+        free it. It must come from the library this package loaded (dlbridge.get_library()).
+        NULL raises ValueError (and nothing is owned)."""
+        if handle is None:
+            value = None
+        elif isinstance(handle, (c_void_p, _CPointer)):
+            value = cast(handle, c_void_p).value
+        elif _is_int(handle):
+            if not 0 <= handle < (1 << (8 * sizeof(c_void_p))):
+                raise ValueError(f"{handle} is not an address")
+            value = handle
+        else:
+            raise TypeError(f"from_handle expects a dlb_tensor pointer (an int or a ctypes pointer), not {type(handle).__name__}")
+        if not value:
+            raise ValueError("from_handle: the handle is NULL")
+        return _wrap(value)
 
     # -- DLPack -------------------------------------------------------------------------------
 
