@@ -38,7 +38,7 @@ CRATE = SDIST_CRATE if os.path.isfile(os.path.join(SDIST_CRATE, "Cargo.toml")) e
 HEADERS = ("dlbridge.h", "dlbridge.hpp")
 
 
-def _cargo_version() -> str:
+def _cargo_version() -> tuple[str, ...]:
     with open(os.path.join(CRATE, "Cargo.toml"), encoding="utf-8") as f:
         match = re.search(r'^version = "(\d+)\.(\d+)\.(\d+)[^"]*"', f.read(), re.MULTILINE)
     if not match:
