@@ -12,6 +12,11 @@ use crate::error::{Error, Result};
 use crate::layout::PerAxis;
 use crate::tensor::Tensor;
 
+/// The extents of a tensor as ndarray takes them (validated non-negative).
+fn extents(t: &Tensor) -> Vec<usize> {
+    t.shape().iter().map(|&n| n as usize).collect()
+}
+
 /// A tensor's layout as ndarray wants it: extents, non-negative strides, the element offset of
 /// the lowest-addressed element from the first one, and which axes run backwards.
 struct NdLayout {
@@ -35,7 +40,7 @@ impl NdLayout {
             flipped.push(s < 0);
             strides.push(s.unsigned_abs());
         }
-        NdLayout { shape: t.shape().iter().map(|&n| n as usize).collect(), strides, lowest, flipped }
+        NdLayout { shape: extents(t), strides, lowest, flipped }
     }
 
     /// Turns the axes that run backwards in the tensor back in a view made from the lowest
@@ -84,8 +89,9 @@ impl Tensor {
     pub fn as_array<T: Element>(&self) -> Result<ArrayViewD<'_, T>> {
         self.check_elements::<T>()?;
         if self.numel() == 0 {
-            let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
-            return Ok(ArrayViewD::from_shape(IxDyn(&shape), &[]).expect("an empty shape fits no elements"));
+            return Ok(
+                ArrayViewD::from_shape(IxDyn(&extents(self)), &[]).expect("an empty shape fits no elements")
+            );
         }
         let nd = NdLayout::of(self);
         let lowest = self.first::<T>().as_ptr().wrapping_offset(nd.lowest);
@@ -116,11 +122,9 @@ impl Tensor {
     pub fn as_array_mut<T: Element>(&mut self) -> Result<ArrayViewMutD<'_, T>> {
         self.check_elements::<T>()?;
         self.check_exclusive()?;
-        let shape: Vec<usize> = self.shape().iter().map(|&n| n as usize).collect();
         if self.numel() == 0 {
-            return Ok(
-                ArrayViewMutD::from_shape(IxDyn(&shape), &mut []).expect("an empty shape fits no elements")
-            );
+            return Ok(ArrayViewMutD::from_shape(IxDyn(&extents(self)), &mut [])
+                .expect("an empty shape fits no elements"));
         }
         let nd = NdLayout::of(self);
         if !nd.is_non_overlapping() {

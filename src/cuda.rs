@@ -219,10 +219,10 @@ pub struct Event {
 unsafe impl Send for Event {}
 
 impl Event {
-    /// Waits until the work queued before the event was recorded is done.
-    fn synchronize(&self) -> Result<()> {
+    /// Waits until the work queued before the event was recorded is done; the driver's status.
+    fn synchronize(&self) -> Status {
         // SAFETY: a live event (we own it).
-        self.driver.api.check(unsafe { (self.driver.api.event_synchronize)(self.raw) }, "cuEventSynchronize")
+        unsafe { (self.driver.api.event_synchronize)(self.raw) }
     }
 }
 
@@ -451,8 +451,7 @@ impl Scope {
 
     /// Waits until the work queued before `event` was recorded is done.
     pub fn wait(&self, event: &Event) -> Result<()> {
-        // SAFETY: as in `record`.
-        self.check(unsafe { (self.driver.api.event_synchronize)(event.raw) }, "cuEventSynchronize")
+        self.check(event.synchronize(), "cuEventSynchronize")
     }
 }
 
@@ -530,7 +529,7 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let Some(pair) = self.pair.take() else { return };
-        let idle = pair.events.iter().flatten().all(|e| e.synchronize().is_ok());
+        let idle = pair.events.iter().flatten().all(|e| e.synchronize() == SUCCESS);
         if idle {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
             let room = pool.iter().filter(|s| s.device == pair.device).count() < POOL_LIMIT;

@@ -73,14 +73,7 @@ fn status_name(status: i32) -> &'static CStr {
         (dlb_status::DLB_ERR_VERSION, c"DLB_ERR_VERSION"),
         (dlb_status::DLB_ERR_PANIC, c"DLB_ERR_PANIC"),
     ];
-    let mut i = 0;
-    while i < NAMES.len() {
-        if NAMES[i].0 as i32 == status {
-            return NAMES[i].1;
-        }
-        i += 1;
-    }
-    c"unknown dlb_status"
+    NAMES.iter().find(|&&(s, _)| s as i32 == status).map_or(c"unknown dlb_status", |&(_, name)| name)
 }
 
 /// The message of this thread's last failed dlbridge call, or "" if none failed yet. The string
