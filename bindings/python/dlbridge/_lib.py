@@ -14,7 +14,7 @@ import os
 from ctypes import POINTER, c_bool, c_char_p, c_int32, c_int64, c_uint8, c_uint16, c_uint64
 from ctypes import c_void_p, py_object
 
-__all__ = ["lib", "pylib", "helpers", "raise_for", "STATUS_EXCEPTIONS", "DLDevice", "DLDataType", "DLTensor"]
+__all__ = ["lib", "pylib", "helpers", "native", "TensorBase", "raise_for", "STATUS_EXCEPTIONS", "DLDevice", "DLDataType", "DLTensor"]
 
 
 class DLDevice(ctypes.Structure):
@@ -119,6 +119,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 _PY_SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dlb_py_init": (_status, [c_void_p]),
     "dlb_py_function": (py_object, [c_char_p]),
+    "dlb_py_native_init": (py_object, [c_void_p]),
+    "dlb_py_native_function": (py_object, [c_char_p]),
 }
 
 
@@ -198,6 +200,61 @@ def _init_python_helpers() -> None:
 
 
 _init_python_helpers()
+
+
+# The CPython functions the native Tensor type uses (src/ffi/python/native.rs), all of the stable
+# ABI, in the order of dlb_py_native_api.
+_NATIVE_FUNCTIONS = (
+    "PyType_FromSpec", "PyType_GetSlot", "PyType_IsSubtype", "Py_DecRef", "PyTuple_New",
+    "PyTuple_SetItem", "PyTuple_Size", "PyTuple_GetItem", "PyLong_FromLongLong",
+    "PyLong_AsLongLong", "PyUnicode_FromStringAndSize", "PyUnicode_InternFromString",
+    "PyUnicode_CompareWithASCIIString", "PyBool_FromLong", "PyObject_GetAttr", "PyObject_Call",
+    "PyObject_Str", "PyDict_New", "PyDict_GetItem", "PyDict_SetItem", "PyErr_ExceptionMatches",
+    "PyErr_Clear", "PyErr_Fetch", "PyUnicode_AsUTF8String", "PyBytes_AsString",
+    "PyEval_SaveThread", "PyEval_RestoreThread",
+)
+
+
+class _NativeApi(ctypes.Structure):
+    _fields_ = [(name, c_void_p) for name in _NATIVE_FUNCTIONS] + [
+        ("object_size", ctypes.c_ssize_t),
+        ("int_type", c_void_p),
+        ("str_type", c_void_p),
+        ("tuple_type", c_void_p),
+        ("capsule_type", c_void_p),
+        ("memory_error", c_void_p),
+    ]
+
+
+def _init_native() -> type:
+    """Builds the native base type of dlbridge.Tensor and returns it."""
+    api = ctypes.pythonapi
+    addresses = [ctypes.cast(getattr(api, name), c_void_p).value for name in _NATIVE_FUNCTIONS]
+    # The objects live forever (built-in types); id() is their address in CPython.
+    capsule_type = type(datetime.datetime_CAPI)
+    table = _NativeApi(*addresses, object.__basicsize__, id(int), id(str), id(tuple), id(capsule_type),
+                       id(MemoryError))
+    return pylib.dlb_py_native_init(ctypes.byref(table))
+
+
+TensorBase: type = _init_native()
+
+
+class _Native:
+    """The package functions of src/ffi/python/native.rs, as builtins."""
+
+    def __init__(self) -> None:
+        get = pylib.dlb_py_native_function
+        self.from_dlpack = get(b"from_dlpack")
+        self.empty = get(b"empty")
+        self.zeros = get(b"zeros")
+        self.setup = get(b"setup")
+        self.set_numpy = get(b"set_numpy")
+        self.wrap = get(b"wrap")
+        self.exchange_api = get(b"exchange_api")
+
+
+native = _Native()
 
 
 class _Helpers:

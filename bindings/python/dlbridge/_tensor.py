@@ -186,108 +186,37 @@ def _dims(values: Any, what: str) -> Tuple[Any, int]:
 # Tensor
 # ---------------------------------------------------------------------------------------------
 
-_free = _lib.helpers.free
 _to_capsule = _lib.helpers.to_capsule
 _from_capsule = _lib.helpers.from_capsule
 _from_exchange_api = _lib.helpers.from_exchange_api
+_native = _lib.native
+_wrap = _native.wrap  # (handle) -> Tensor owning it; 0 raises ValueError
 _new_handle = c_void_p
+# Stands for an argument not given, when the native functions hand a call to a fallback below.
+_MISSING = object()
 
 
 def _produce(fn: Any, *args: Any) -> "Tensor":
-    """Calls a C function whose last parameter is `dlb_tensor **out` and wraps the result."""
+    """Calls a C function whose last parameter is `dlb_tensor **out` and wraps the result (the
+    slow paths only: the common calls are native)."""
     out = _new_handle()
     fn(*args, byref(out))  # errcheck raises on failure
     return _wrap(out.value)
 
 
-class Tensor:
+class Tensor(_lib.TensorBase):
     """A tensor handle owned by this object. Memory is shared between aliases, views and DLPack
-    exports; it is released when the last of them is gone."""
+    exports; it is released when the last of them is gone.
 
-    __slots__ = ("_h", "_meta", "__weakref__")
+    The hot attributes and methods (shape, strides, ndim, dtype, device, itemsize, nbytes,
+    read_only, data_ptr, is_contiguous, alias, copy, view, astype, to, cpu, numpy, __dlpack__,
+    __dlpack_device__, shares_memory) are C functions of libdlbridge, on the native base class;
+    the rest is Python, here."""
 
-    _h: int
-    # (shape, strides, dtype, device, (device_type, device_id)), read once from the handle.
-    _meta: Optional[tuple]
-
-    def __init__(self) -> None:
-        raise TypeError("use dlbridge.empty, dlbridge.zeros or dlbridge.from_dlpack to make a Tensor")
-
-    def __del__(self, _free: Any = _free) -> None:
-        # `_free` is bound at definition time: during interpreter shutdown module globals may
-        # already be gone.
-        h = getattr(self, "_h", None)
-        if h:
-            self._h = 0
-            _free(h)
+    # No __dict__: the instance is the native {header, handle} plus a weak-reference slot.
+    __slots__ = ("__weakref__",)
 
     # -- inspection ---------------------------------------------------------------------------
-
-    def _info(self) -> tuple:
-        meta = self._meta
-        if meta is None:
-            dl = pylib.dlb_tensor_dltensor(self._h).contents
-            n = dl.ndim
-            shape = tuple(dl.shape[i] for i in range(n))
-            strides = tuple(dl.strides[i] for i in range(n))
-            dt = dl.dtype
-            dtype = _DTYPE_NAMES.get((dt.code, dt.bits)) if dt.lanes == 1 else None
-            if dtype is None:
-                dtype = f"dlpack_dtype(code={dt.code}, bits={dt.bits}, lanes={dt.lanes})"
-            dev = (dl.device.device_type, dl.device.device_id)
-            meta = self._meta = (shape, strides, dtype, _device_name(*dev), dev)
-        return meta
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        return self._info()[0]
-
-    @property
-    def strides(self) -> Tuple[int, ...]:
-        """Strides in elements (not bytes), as DLPack counts them."""
-        return self._info()[1]
-
-    @property
-    def ndim(self) -> int:
-        return len(self._info()[0])
-
-    @property
-    def dtype(self) -> str:
-        return self._info()[2]
-
-    @property
-    def device(self) -> str:
-        return self._info()[3]
-
-    @property
-    def itemsize(self) -> int:
-        dt = pylib.dlb_tensor_dltensor(self._h).contents.dtype
-        return (dt.bits * dt.lanes + 7) // 8
-
-    def data_ptr(self) -> int:
-        """The address of the first element (0 for a zero-element tensor without memory), for
-        native code. It stays valid while this tensor, or anything sharing its memory, lives."""
-        return pylib.dlb_tensor_dltensor(self._h).contents.data or 0
-
-    @property
-    def nbytes(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n * self.itemsize
-
-    @property
-    def read_only(self) -> bool:
-        return bool(pylib.dlb_tensor_is_read_only(self._h))
-
-    def is_contiguous(self) -> bool:
-        return bool(pylib.dlb_tensor_is_contiguous(self._h))
-
-    def shares_memory(self, other: "Tensor") -> bool:
-        """Whether the byte ranges of the two tensors overlap, on the same device."""
-        if not isinstance(other, Tensor):
-            raise TypeError(f"shares_memory expects a dlbridge.Tensor, not {type(other).__name__}")
-        return bool(pylib.dlb_tensor_shares_memory(self._h, other._h))
 
     # A copy of the object would copy the handle, and both copies would free it.
     def __copy__(self) -> "Tensor":
@@ -296,54 +225,16 @@ class Tensor:
     def __deepcopy__(self, memo: Any) -> "Tensor":
         return self.copy()
 
+    # -- issue 18 (shared memory, pickling) attaches here: is_shared, share_memory ------------
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("a dlbridge.Tensor cannot be pickled: export it (DLPack) or copy it to NumPy")
 
     def __repr__(self) -> str:
-        if not getattr(self, "_h", 0):
+        if not self._h:
             return "dlbridge.Tensor(<freed>)"
         flags = ", read_only=True" if self.read_only else ""
         return f"dlbridge.Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device}{flags})"
-
-    # -- sharing and copying ------------------------------------------------------------------
-
-    def alias(self) -> "Tensor":
-        """A new tensor sharing this one's memory."""
-        return _produce(pylib.dlb_tensor_alias, self._h)  # too short to be worth releasing the GIL
-
-    def view(self, shape: Sequence[int], strides: Optional[Sequence[int]] = None, offset: int = 0) -> "Tensor":
-        """A strided view of this tensor's memory (zero-copy). strides and offset are in elements,
-        relative to this tensor's first element; strides None means row-major."""
-        shape_arr, n = _dims(shape, "shape")
-        strides_arr = None
-        if strides is not None:
-            strides_arr, m = _dims(strides, "strides")
-            if m != n:
-                raise ValueError(f"strides has {m} entries but shape has {n}")
-        return _produce(pylib.dlb_tensor_view, self._h, shape_arr, strides_arr, n, _int64(offset, "offset"))
-
-    def copy(self) -> "Tensor":
-        """A row-major copy in new memory."""
-        return _produce(lib.dlb_tensor_copy, self._h)
-
-    def astype(self, dtype: Any) -> "Tensor":
-        """A converting copy (complex to real is refused with TypeError)."""
-        try:
-            return _produce(lib.dlb_tensor_cast, self._h, _dtype(dtype))
-        except BufferError as e:  # DLB_ERR_UNSUPPORTED: a conversion dlbridge does not do
-            raise TypeError(str(e)) from None
-
-    def to(self, device: DeviceLike) -> "Tensor":
-        """Same device: an alias. Another device: a copy there."""
-        target = _device(device)
-        _, _, _, _, dev = self._info()
-        if (target.device_type, target.device_id) == dev:
-            return self.alias()
-        return _produce(lib.dlb_tensor_to_device, self._h, target)
-
-    def cpu(self) -> "Tensor":
-        """Like torch: an alias when already on the CPU, else a copy to the CPU."""
-        return self.to("cpu")
 
     def _require_host(self, what: str) -> None:
         """TypeError unless the memory is host memory (the CPU's or pinned), as PyTorch does."""
@@ -353,20 +244,6 @@ class Tensor:
                 f"can't convert a {device} tensor to {what}: its memory is not on the host; "
                 "call .cpu() first to copy it to host memory"
             )
-
-    def numpy(self) -> Any:
-        """A NumPy array sharing this tensor's memory (CPU tensors only). A read-only tensor gives
-        a read-only array; bfloat16 needs ml_dtypes."""
-        import numpy as np
-
-        self._require_host("numpy")
-        if self.dtype == "bfloat16":
-            try:
-                import ml_dtypes
-            except ImportError:
-                raise BufferError("a bfloat16 tensor needs the ml_dtypes package to become a NumPy array") from None
-            return np.from_dlpack(_Reinterpret(self, DLDataType(1, 16, 1))).view(ml_dtypes.bfloat16)
-        return np.from_dlpack(self)
 
     # -- NumPy's and Python's conventions -----------------------------------------------------
 
@@ -434,49 +311,6 @@ class Tensor:
 
     # -- DLPack -------------------------------------------------------------------------------
 
-    def __dlpack__(
-        self,
-        *,
-        stream: Any = None,
-        max_version: Optional[Tuple[int, int]] = None,
-        dl_device: Optional[Tuple[int, int]] = None,
-        copy: Optional[bool] = None,
-    ) -> Any:
-        """Exports this tensor as a DLPack capsule: "dltensor_versioned" when max_version allows
-        (major >= 1), else legacy "dltensor". copy=True hands out a fresh copy (IS_COPIED),
-        copy=False never copies. Shared exports of read-only data set READ_ONLY; the legacy
-        struct cannot, so a legacy export of read-only data raises BufferError. dl_device other
-        than the tensor's device copies there (BufferError with copy=False, or when dlbridge
-        cannot reach that device); every kDLCPU id is the same memory. Wrong types: TypeError."""
-        if copy is not None and copy is not True and copy is not False:
-            raise TypeError(f"copy must be None, True or False, not {copy!r}")
-        if max_version is None:
-            versioned = False
-        # (A plain int is tested first: torch.from_dlpack and np.from_dlpack pass one, and the
-        # general test cost a third of the call.)
-        elif (
-            isinstance(max_version, tuple)
-            and len(max_version) == 2
-            and (type(max_version[0]) is int or _is_int(max_version[0]))
-        ):
-            versioned = max_version[0] >= 1
-        else:
-            raise TypeError(f"max_version must be None or a (major, minor) tuple, not {max_version!r}")
-        if stream is not None:
-            self._check_stream(stream)
-        if dl_device is not None:
-            pair = _device_pair(dl_device)
-            if pair is None:
-                raise TypeError(f"dl_device must be None or a (device_type, device_id) tuple, not {dl_device!r}")
-            own = self.__dlpack_device__()
-            if pair != own and not (pair[0] == own[0] == CPU):
-                return self._export_to(pair, versioned, copy)
-        return _to_capsule(self._h, versioned | (copy is True) << 1)
-
-    def __dlpack_device__(self) -> Tuple[int, int]:
-        meta = self._meta
-        return (meta or self._info())[4]
-
     def _check_stream(self, stream: Any) -> None:
         """The stream rules of the array-API standard. Nothing needs synchronising: every
         dlbridge operation is complete when it returns, so the data is ready on any stream."""
@@ -504,16 +338,96 @@ class Tensor:
         return _to_capsule(moved._h, versioned | 4)
 
 
-_Tensor_new = object.__new__
+# DLPack 1.3's C exchange table: consumers that read it (tvm-ffi, PyTorch where it does) import a
+# dlbridge Tensor without any Python-level call.
+Tensor.__dlpack_c_exchange_api__ = _native.exchange_api()
 
 
-def _wrap(h: Optional[int]) -> Tensor:
-    if not h:
-        raise RuntimeError("libdlbridge returned no tensor and no error")
-    t = _Tensor_new(Tensor)
-    t._h = h
-    t._meta = None
-    return t
+# -- the slow paths of the native methods: whatever the C code does not take itself ----------
+
+
+def _dlpack_slow(self: Tensor, stream: Any, max_version: Any, dl_device: Any, copy: Any) -> Any:
+    """Tensor.__dlpack__ for the arguments the native path leaves: every check, in order (copy,
+    max_version, stream, dl_device), and exports to another device."""
+    stream = None if stream is _MISSING else stream
+    max_version = None if max_version is _MISSING else max_version
+    dl_device = None if dl_device is _MISSING else dl_device
+    copy = None if copy is _MISSING else copy
+    if copy is not None and copy is not True and copy is not False:
+        raise TypeError(f"copy must be None, True or False, not {copy!r}")
+    if max_version is None:
+        versioned = False
+    elif isinstance(max_version, tuple) and len(max_version) == 2 and _is_int(max_version[0]):
+        versioned = max_version[0] >= 1
+    else:
+        raise TypeError(f"max_version must be None or a (major, minor) tuple, not {max_version!r}")
+    if stream is not None:
+        self._check_stream(stream)
+    if dl_device is not None:
+        pair = _device_pair(dl_device)
+        if pair is None:
+            raise TypeError(f"dl_device must be None or a (device_type, device_id) tuple, not {dl_device!r}")
+        own = self.__dlpack_device__()
+        if pair != own and not (pair[0] == own[0] == CPU):
+            return self._export_to(pair, versioned, copy)
+    return _to_capsule(self._h, versioned | (copy is True) << 1)
+
+
+def _view_slow(self: Tensor, shape: Any, strides: Any, offset: Any) -> Tensor:
+    strides = None if strides is _MISSING else strides
+    offset = 0 if offset is _MISSING else offset
+    shape_arr, n = _dims(shape, "shape")
+    strides_arr = None
+    if strides is not None:
+        strides_arr, m = _dims(strides, "strides")
+        if m != n:
+            raise ValueError(f"strides has {m} entries but shape has {n}")
+    return _produce(pylib.dlb_tensor_view, self._h, shape_arr, strides_arr, n, _int64(offset, "offset"))
+
+
+def _astype_slow(self: Tensor, dtype: Any) -> Tensor:
+    try:
+        return _produce(lib.dlb_tensor_cast, self._h, _dtype(dtype))
+    except BufferError as e:  # DLB_ERR_UNSUPPORTED: a conversion dlbridge does not do
+        raise TypeError(str(e)) from None
+
+
+def _to_slow(self: Tensor, device: Any) -> Tensor:
+    target = _device(device)
+    if (target.device_type, target.device_id) == self.__dlpack_device__():
+        return self.alias()
+    return _produce(lib.dlb_tensor_to_device, self._h, target)
+
+
+def _numpy_slow(self: Tensor) -> Any:
+    """Tensor.numpy for the first call (NumPy is imported, and its from_dlpack handed to the
+    native method) and for what it leaves: device memory (TypeError) and bfloat16."""
+    import numpy as np
+
+    _native.set_numpy(np.from_dlpack)
+    self._require_host("numpy")
+    if self.dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise BufferError("a bfloat16 tensor needs the ml_dtypes package to become a NumPy array") from None
+        return np.from_dlpack(_Reinterpret(self, DLDataType(1, 16, 1))).view(ml_dtypes.bfloat16)
+    return np.from_dlpack(self)
+
+
+def _empty_shared(shape: Any, dtype: Any, device: Any, zero: bool) -> Tensor:
+    """empty/zeros(shared=True): shared-memory tensors (another change brings them)."""
+    raise NotImplementedError("shared-memory tensors are not available in this build")
+
+
+def _create_slow(shape: Any, dtype: Any, device: Any, zero: bool, shared: Any) -> Tensor:
+    dtype = "float32" if dtype is _MISSING else dtype
+    device = "cpu" if device is _MISSING else device
+    if shared is not _MISSING and shared:
+        return _empty_shared(shape, dtype, device, zero)
+    arr, n = _dims(shape, "shape")
+    fn = lib.dlb_tensor_zeros if zero else lib.dlb_tensor_empty
+    return _produce(fn, arr, n, _dtype(dtype), _device(device))
 
 
 class _Reinterpret:
@@ -540,17 +454,11 @@ class _Reinterpret:
 # creation and import
 # ---------------------------------------------------------------------------------------------
 
-
-def empty(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
-    """A new tensor with uninitialised memory (256-byte aligned)."""
-    arr, n = _dims(shape, "shape")
-    return _produce(lib.dlb_tensor_empty, arr, n, _dtype(dtype), _device(device))
-
-
-def zeros(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
-    """A new zero-filled tensor (256-byte aligned)."""
-    arr, n = _dims(shape, "shape")
-    return _produce(lib.dlb_tensor_zeros, arr, n, _dtype(dtype), _device(device))
+#: empty(shape, dtype="float32", device="cpu", *, shared=False): a new tensor with uninitialised
+#: memory (256-byte aligned). Native.
+empty = _native.empty
+#: zeros(shape, dtype="float32", device="cpu", *, shared=False): a new zero-filled tensor.
+zeros = _native.zeros
 
 
 def live_allocations() -> int:
@@ -564,8 +472,11 @@ def cuda_device_count() -> int:
 
 
 _CapsuleType = _lib.CapsuleType
+# What the native from_dlpack reads for each producer type it has seen: True (ask __dlpack__
+# directly, no __dlpack_device__ call) or an exchange-table capsule (read it, host tensors only).
+# Types not in it (and PyTorch, whose table needs the guard below) take _from_dlpack_slow.
+_ROUTES: dict[type, Any] = {}
 _EXCHANGE_ROUTES: dict[type, Any] = {}
-_MISSING = object()
 
 
 def _torch_exchange_safe(x: Any) -> bool:
@@ -588,16 +499,20 @@ def _torch_exchange_safe(x: Any) -> bool:
 def _exchange_route(tp: type) -> Any:
     """(table, guard) when objects of type tp can be imported through their type's DLPack C
     exchange table (`__dlpack_c_exchange_api__`) without any Python-level call, else None.
-    Only producers whose table was checked against their __dlpack__ are used: PyTorch, with
-    the guard above."""
+    PyTorch's table is read behind the guard above; any other producer's table as it is (the
+    native code then reads it directly, host tensors only). A table that refuses a tensor gives a
+    one-line BufferError."""
     route = _EXCHANGE_ROUTES.get(tp, _MISSING)
     if route is _MISSING:
         route = None
-        torch = sys.modules.get("torch")
-        if torch is not None and issubclass(tp, torch.Tensor):
-            table = getattr(tp, "__dlpack_c_exchange_api__", None)
-            if type(table) is _CapsuleType:
+        table = getattr(tp, "__dlpack_c_exchange_api__", None)
+        if type(table) is _CapsuleType and _lib.capsule_name(table) == b"dlpack_exchange_api":
+            torch = sys.modules.get("torch")
+            if torch is not None and issubclass(tp, torch.Tensor):
                 route = (table, _torch_exchange_safe)
+            else:
+                route = (table, None)
+                _ROUTES[tp] = table
         _EXCHANGE_ROUTES[tp] = route
     return route
 
@@ -609,7 +524,7 @@ def _tf_capsule(obj: Any) -> Any:
     return None
 
 
-def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Any:
+def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Tuple[Any, bool]:
     """Asks a producer for a capsule, newest protocol first, falling back on TypeError as the
     array-API standard describes. copy=False is passed on (the producer must refuse to copy);
     copy=True is not: dlbridge imports the shared data and copies it itself, because some
@@ -617,48 +532,56 @@ def _call_dunder(obj: Any, dunder: Any, copy: Optional[bool]) -> Any:
 
     CUDA producers are asked for stream=1, the legacy default stream: they make their pending
     work on the data visible there, and dlbridge's own work (on each thread's default stream,
-    which waits for the legacy stream) comes after it."""
+    which waits for the legacy stream) comes after it.
+
+    Returns the capsule and whether the call was the plain `__dlpack__(max_version=(1, 3))`
+    that the native from_dlpack makes (it may then take this producer type over)."""
     kwargs: dict[str, Any] = {"max_version": (1, 3)}
     if copy is False:
         kwargs["copy"] = False
     device = getattr(obj, "__dlpack_device__", None)
     if device is not None and device()[0] == CUDA:
         kwargs["stream"] = 1
+    plain = len(kwargs) == 1
     try:
-        return dunder(**kwargs)
+        return dunder(**kwargs), plain
     except TypeError:
         pass
     del kwargs["max_version"]
     try:
-        return dunder(**kwargs)
+        return dunder(**kwargs), False
     except TypeError:
         if not kwargs:
             raise
-    return dunder()
+    return dunder(), False
 
 
-def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[DeviceLike] = None) -> Tensor:
-    """Imports anything that speaks DLPack: an object with __dlpack__ (NumPy, PyTorch, JAX, CuPy,
-    dlbridge), a DLPack capsule (legacy or versioned, consumed here) or a tf.Tensor. Shares memory
-    whenever the producer allows; copy=True always copies; copy=False shares or raises
-    BufferError. device moves the result there (a copy, so not with copy=False)."""
+def _from_dlpack_slow(obj: Any, copy: Any = _MISSING, device: Any = _MISSING) -> Tensor:
+    """from_dlpack for what the native function leaves: copy= and device=, producer types seen
+    for the first time, PyTorch (its exchange table behind a guard), TensorFlow and producers
+    that need the older protocol."""
+    copy = None if copy is _MISSING else copy
+    device = None if device is _MISSING else device
     if copy is not None and not isinstance(copy, bool):
         raise TypeError(f"copy must be None, True or False, not {copy!r}")
     target = None if device is None else _device(device)
     tp = type(obj)
-    if tp is Tensor:
+    if isinstance(obj, Tensor):
         t = obj.alias()
     elif tp is _CapsuleType:
         t = _wrap(_from_capsule(obj))
     else:
         route = _exchange_route(tp)
-        h = _from_exchange_api(route[0], obj) if route is not None and route[1](obj) else None
+        h = None
+        if route is not None and (route[1] is None or route[1](obj)):
+            h = _from_exchange_api(route[0], obj)
         if h:
             t = _wrap(h)
         else:
             dunder = getattr(obj, "__dlpack__", None)
+            plain = False
             if dunder is not None:
-                capsule = _call_dunder(obj, dunder, copy)
+                capsule, plain = _call_dunder(obj, dunder, copy)
             else:
                 capsule = _tf_capsule(obj)
                 if capsule is None:
@@ -667,6 +590,12 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
                         f"not {tp.__name__}"
                     )
             t = _wrap(_from_capsule(capsule))
+            # A producer that answered the plain call with host memory: from now on the native
+            # from_dlpack asks it directly, without the __dlpack_device__ call. (Should a later
+            # object of the type be a CUDA tensor, stream=None asks for the legacy default
+            # stream, the same as the stream=1 asked for here.)
+            if plain and route is None and t.__dlpack_device__()[0] == CPU:
+                _ROUTES[tp] = True
     if target is not None and (target.device_type, target.device_id) != t.__dlpack_device__():
         if copy is False:
             raise BufferError(
@@ -677,3 +606,18 @@ def from_dlpack(obj: Any, *, copy: Optional[bool] = None, device: Optional[Devic
     if copy is True:
         return t.copy()
     return t
+
+
+#: from_dlpack(obj, *, copy=None, device=None): imports anything that speaks DLPack: an object
+#: with __dlpack__ (NumPy, PyTorch, JAX, CuPy, tvm-ffi, pyarrow, dlbridge), a DLPack capsule
+#: (legacy or versioned, consumed here) or a tf.Tensor. Shares memory whenever the producer
+#: allows; copy=True always copies; copy=False shares or raises BufferError. device moves the
+#: result there (a copy, so not with copy=False). Native; the uncommon cases run
+#: _from_dlpack_slow.
+from_dlpack = _native.from_dlpack
+
+_native.setup(
+    Tensor,
+    _ROUTES,
+    (_from_dlpack_slow, _dlpack_slow, _view_slow, _astype_slow, _to_slow, _numpy_slow, _create_slow, _MISSING),
+)

@@ -28,6 +28,9 @@ use crate::abi::{DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, Dlpac
 use crate::device::code as device_code;
 use crate::dlpack::{ManagedKind, export, export_legacy, import, release};
 use crate::error::Error;
+use crate::tensor::Tensor;
+
+mod native;
 
 /// CPython's `PyObject`, only ever handled by pointer.
 type PyObject = c_void;
@@ -347,19 +350,33 @@ unsafe extern "C" fn py_to_capsule(
     api.call("__dlpack__", || {
         // SAFETY: the package passes only live handles it owns.
         let t = unsafe { dlb_tensor::from_ptr(handle.cast::<dlb_tensor>(), "the tensor") }?.tensor();
-        capsule = if versioned {
-            let mt = export::<DLManagedTensorVersioned>(t, copy)?;
-            if moved {
-                // SAFETY: a new export nobody else has seen yet.
-                unsafe { (*mt).flags = DlpackFlags::from_bits_retain((*mt).flags.bits() | FLAG_IS_COPIED) };
-            }
-            api.capsule(mt, VERSIONED, destroy_versioned)
-        } else {
-            api.capsule(export_legacy(t, copy)?, LEGACY, destroy_legacy)
-        };
+        capsule = export_capsule(api, t, versioned, copy, moved)?;
         Ok(())
     });
     capsule
+}
+
+/// A new capsule ("dltensor_versioned" when `versioned`, else "dltensor") holding an export of
+/// `t`: shared, or with `copy` a fresh copy; `moved` marks a shared export IS_COPIED (the tensor
+/// already is a private copy). NULL (an exception set by CPython) when the capsule could not be
+/// made.
+fn export_capsule(
+    api: &Api,
+    t: &Tensor,
+    versioned: bool,
+    copy: bool,
+    moved: bool,
+) -> Result<*mut PyObject, Error> {
+    Ok(if versioned {
+        let mt = export::<DLManagedTensorVersioned>(t, copy)?;
+        if moved {
+            // SAFETY: a new export nobody else has seen yet.
+            unsafe { (*mt).flags = DlpackFlags::from_bits_retain((*mt).flags.bits() | FLAG_IS_COPIED) };
+        }
+        api.capsule(mt, VERSIONED, destroy_versioned)
+    } else {
+        api.capsule(export_legacy(t, copy)?, LEGACY, destroy_legacy)
+    })
 }
 
 /// `from_capsule(capsule)`: takes ownership of the managed tensor in a DLPack capsule (legacy or
@@ -377,6 +394,14 @@ unsafe extern "C" fn py_from_capsule(
     let Some(&[capsule]) = (unsafe { api.args("from_dlpack", args, nargs) }) else {
         return std::ptr::null_mut();
     };
+    match import_capsule(api, capsule) {
+        Some(out) => api.handle(out),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `from_capsule`'s work: a new handle, or None with the exception raised.
+fn import_capsule(api: &Api, capsule: *mut PyObject) -> Option<*mut dlb_tensor> {
     let take = |name: &CStr, used: &CStr| -> Result<*mut c_void, Error> {
         // SAFETY: the capsule is valid under `name` (checked by the caller), so GetPointer
         // cannot fail; the names are static, as PyCapsule_SetName requires.
@@ -415,9 +440,12 @@ unsafe extern "C" fn py_from_capsule(
         Ok(())
     });
     if !ok {
-        return if wrong_type { api.raise(WRONG_TYPE) } else { std::ptr::null_mut() };
+        if wrong_type {
+            api.raise::<c_void>(WRONG_TYPE);
+        }
+        return None;
     }
-    api.handle(out)
+    Some(out)
 }
 
 /// DLPack 1.3's C exchange table, as far as dlbridge uses it (the layout is DLPack's).
@@ -448,33 +476,50 @@ unsafe extern "C" fn py_from_exchange_api(
     let Some(&[table, obj]) = (unsafe { api.args("from_dlpack", args, nargs) }) else {
         return std::ptr::null_mut();
     };
+    match import_exchange(api, table, obj) {
+        Ok(Some(h)) => api.handle(h),
+        Ok(None) => api.none(),
+        Err(()) => std::ptr::null_mut(),
+    }
+}
+
+/// `from_exchange_api`'s work: Ok(Some(handle)), Ok(None) when `__dlpack__` must be used, or
+/// Err with the exception raised. A refusal by the producer's table becomes a one-line
+/// BufferError.
+fn import_exchange(
+    api: &Api,
+    table: *mut PyObject,
+    obj: *mut PyObject,
+) -> Result<Option<*mut dlb_tensor>, ()> {
     if !api.is_named(table, EXCHANGE_API) {
-        return api.none();
+        return Ok(None);
     }
     // SAFETY: valid under this name, so GetPointer cannot fail; the producer keeps the table
     // alive for the whole process (DLPack's rule).
     let table = unsafe { &*(api.capsule_get_pointer)(table, EXCHANGE_API.as_ptr()).cast::<ExchangeApi>() };
     let Some(from_py) = table.managed_tensor_from_py_object_no_sync.filter(|_| table.version.major == 1)
     else {
-        return api.none();
+        return Ok(None);
     };
     let mut mt = std::ptr::null_mut();
     // SAFETY: the table belongs to obj's type; on failure the producer has set an exception.
     if unsafe { from_py(obj, &mut mt) } != 0 {
-        return std::ptr::null_mut();
+        native::refusal(api);
+        return Err(());
     }
     if mt.is_null() {
-        return api.fail(
+        api.fail::<c_void>(
             "from_dlpack",
             dlb_status::DLB_ERR_PANIC as usize,
             "the producer's exchange API returned no tensor",
         );
+        return Err(());
     }
     // SAFETY: a non-NULL result is an owned versioned managed tensor of major version 1.
     if unsafe { (*mt).dl_tensor.device.device_type.0 } != device_code::CPU {
         // SAFETY: still ours; nobody else has seen it.
         unsafe { release(mt) };
-        return api.none();
+        return Ok(None);
     }
     let mut out = std::ptr::null_mut();
     if !api.call("from_dlpack", || {
@@ -482,9 +527,9 @@ unsafe extern "C" fn py_from_exchange_api(
         out = dlb_tensor::into_raw(unsafe { import(mt) }?)?;
         Ok(())
     }) {
-        return std::ptr::null_mut();
+        return Err(());
     }
-    api.handle(out)
+    Ok(Some(out))
 }
 
 /// `free(handle)`: releases a handle (0 is a no-op).
