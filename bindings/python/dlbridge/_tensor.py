@@ -256,6 +256,7 @@ class Tensor(_lib.TensorBase):
 
         if copy is not None and copy is not True and copy is not False:
             raise TypeError(f"copy must be None, True or False, not {copy!r}")
+        self._require_host("numpy")
         arr = self.numpy()
         if dtype is not None:
             target = np.dtype(dtype)
@@ -272,6 +273,7 @@ class Tensor(_lib.TensorBase):
         and NumPy's buffer import): a memoryview of the host memory, shared, made through NumPy
         (which describes any strides). A GPU tensor raises TypeError; a writable buffer of
         read-only data, BufferError."""
+        self._require_host("numpy")
         arr = self.numpy()
         if flags & 1 and not arr.flags.writeable:  # inspect.BufferFlags.WRITABLE
             raise BufferError("a writable buffer was requested but the tensor is read-only")
