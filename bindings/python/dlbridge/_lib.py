@@ -215,14 +215,19 @@ _NATIVE_FUNCTIONS = (
 )
 
 
+# Exported by CPython 3.9+ but in the limited API only from 3.12: used where present.
+_OPTIONAL_FUNCTIONS = ("PyObject_Vectorcall", "PyObject_VectorcallMethod")
+
+
 class _NativeApi(ctypes.Structure):
-    _fields_ = [(name, c_void_p) for name in _NATIVE_FUNCTIONS] + [
+    _fields_ = [(name, c_void_p) for name in _NATIVE_FUNCTIONS + _OPTIONAL_FUNCTIONS] + [
         ("object_size", ctypes.c_ssize_t),
         ("int_type", c_void_p),
         ("str_type", c_void_p),
         ("tuple_type", c_void_p),
         ("capsule_type", c_void_p),
         ("memory_error", c_void_p),
+        ("attribute_error", c_void_p),
     ]
 
 
@@ -230,10 +235,12 @@ def _init_native() -> type:
     """Builds the native base type of dlbridge.Tensor and returns it."""
     api = ctypes.pythonapi
     addresses = [ctypes.cast(getattr(api, name), c_void_p).value for name in _NATIVE_FUNCTIONS]
+    addresses += [ctypes.cast(getattr(api, name), c_void_p).value if hasattr(api, name) else None
+                  for name in _OPTIONAL_FUNCTIONS]
     # The objects live forever (built-in types); id() is their address in CPython.
     capsule_type = type(datetime.datetime_CAPI)
     table = _NativeApi(*addresses, object.__basicsize__, id(int), id(str), id(tuple), id(capsule_type),
-                       id(MemoryError))
+                       id(MemoryError), id(AttributeError))
     return pylib.dlb_py_native_init(ctypes.byref(table))
 
 

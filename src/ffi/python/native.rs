@@ -35,6 +35,10 @@ type NoArgs = unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> *mut PyObjec
 /// `(self, arg)`: METH_O.
 type OneArg = NoArgs;
 type Getter = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> *mut PyObject;
+/// `PyObject_Vectorcall(callable, args, nargsf, kwnames)`; `PyObject_VectorcallMethod(name, ...)`
+/// has the same signature.
+type Vectorcall =
+    unsafe extern "C" fn(*mut PyObject, *const *mut PyObject, usize, *mut PyObject) -> *mut PyObject;
 
 const METH_NOARGS: c_int = 0x0004;
 const METH_O: c_int = 0x0008;
@@ -87,6 +91,11 @@ pub struct dlb_py_native_api {
     pub bytes_as_string: *mut c_void,
     pub save_thread: *mut c_void,
     pub restore_thread: *mut c_void,
+    /// `PyObject_Vectorcall` and `PyObject_VectorcallMethod` where the interpreter exports them
+    /// (3.9+ does; they joined the limited API in 3.12), else NULL: the calls then go through
+    /// `PyObject_Call`.
+    pub vectorcall: *mut c_void,
+    pub vectorcall_method: *mut c_void,
     /// `object.__basicsize__`: where the handle sits in an instance.
     pub object_size: isize,
     pub int_type: *mut PyObject,
@@ -94,6 +103,7 @@ pub struct dlb_py_native_api {
     pub tuple_type: *mut PyObject,
     pub capsule_type: *mut PyObject,
     pub memory_error: *mut PyObject,
+    pub attribute_error: *mut PyObject,
 }
 
 struct Native {
@@ -120,18 +130,24 @@ struct Native {
     bytes_as_string: unsafe extern "C" fn(*mut PyObject) -> *mut c_char,
     save_thread: unsafe extern "C" fn() -> *mut c_void,
     restore_thread: unsafe extern "C" fn(*mut c_void),
+    vectorcall: Option<Vectorcall>,
+    vectorcall_method: Option<Vectorcall>,
     offset: usize,
     int_type: *mut PyObject,
     str_type: *mut PyObject,
     tuple_type: *mut PyObject,
     capsule_type: *mut PyObject,
     memory_error: *mut PyObject,
+    attribute_error: *mut PyObject,
     /// The native base type (a new reference kept for the process).
     base: *mut PyObject,
     /// Interned "__dlpack__", an empty tuple and `{"max_version": (1, 3)}`, kept for the process.
     dunder: *mut PyObject,
     empty_tuple: *mut PyObject,
     dunder_kwargs: *mut PyObject,
+    /// `(1, 3)` and `("max_version",)`, for the vectorcall of `__dlpack__`.
+    max_version: *mut PyObject,
+    max_version_name: *mut PyObject,
     /// The exchange-table capsule `__dlpack_c_exchange_api__`.
     exchange_capsule: *mut PyObject,
 }
@@ -235,6 +251,12 @@ pub unsafe extern "C" fn dlb_py_native_init(api: *const dlb_py_native_api) -> *m
             bytes_as_string: fnptr!(a.bytes_as_string),
             save_thread: fnptr!(a.save_thread),
             restore_thread: fnptr!(a.restore_thread),
+            // SAFETY: NULL or CPython's function of that signature.
+            vectorcall: unsafe { std::mem::transmute::<*mut c_void, Option<Vectorcall>>(a.vectorcall) },
+            // SAFETY: as above.
+            vectorcall_method: unsafe {
+                std::mem::transmute::<*mut c_void, Option<Vectorcall>>(a.vectorcall_method)
+            },
             offset: usize::try_from(a.object_size)
                 .ok()
                 .filter(|&s| s >= 2 * size_of::<usize>() && s % align_of::<usize>() == 0)
@@ -244,13 +266,18 @@ pub unsafe extern "C" fn dlb_py_native_init(api: *const dlb_py_native_api) -> *m
             tuple_type: a.tuple_type,
             capsule_type: a.capsule_type,
             memory_error: a.memory_error,
+            attribute_error: a.attribute_error,
             base: std::ptr::null_mut(),
             dunder: std::ptr::null_mut(),
             empty_tuple: std::ptr::null_mut(),
             dunder_kwargs: std::ptr::null_mut(),
+            max_version: std::ptr::null_mut(),
+            max_version_name: std::ptr::null_mut(),
             exchange_capsule: std::ptr::null_mut(),
         };
-        if [n.int_type, n.str_type, n.tuple_type, n.capsule_type, n.memory_error].iter().any(|p| p.is_null())
+        if [n.int_type, n.str_type, n.tuple_type, n.capsule_type, n.memory_error, n.attribute_error]
+            .iter()
+            .any(|p| p.is_null())
         {
             return Err(Error::invalid("an object in the table is NULL"));
         }
@@ -271,6 +298,12 @@ pub unsafe extern "C" fn dlb_py_native_init(api: *const dlb_py_native_api) -> *m
                 || key.is_null()
                 || dict_set_item(n.dunder_kwargs, key, version) != 0
             {
+                return Err(failed());
+            }
+            n.max_version = version;
+            n.max_version_name = (n.tuple_new)(1);
+            (py.incref)(key);
+            if n.max_version_name.is_null() || (n.tuple_set_item)(n.max_version_name, 0, key) != 0 {
                 return Err(failed());
             }
             n.exchange_capsule = (py.capsule_new)(
@@ -487,6 +520,15 @@ unsafe fn int_tuple(n: &Native, values: &[i64]) -> *mut PyObject {
 /// # Safety
 /// GIL held; `f` and the items are live objects.
 unsafe fn call_with(py: &Api, n: &Native, f: *mut PyObject, items: &[*mut PyObject]) -> *mut PyObject {
+    let missing = || setup().map_or(py.none, |s| s.fallbacks[FB_MISSING]);
+    if let Some(vectorcall) = n.vectorcall.filter(|_| items.len() <= 8) {
+        let mut args = [std::ptr::null_mut(); 8];
+        for (slot, &item) in args.iter_mut().zip(items) {
+            *slot = if item.is_null() { missing() } else { item };
+        }
+        // SAFETY: GIL held; borrowed arguments, alive for the call.
+        return unsafe { vectorcall(f, args.as_ptr(), items.len(), std::ptr::null_mut()) };
+    }
     // SAFETY: GIL held; SetItem steals a reference, so each item is increfed first.
     unsafe {
         let args = (n.tuple_new)(items.len() as isize);
@@ -494,8 +536,7 @@ unsafe fn call_with(py: &Api, n: &Native, f: *mut PyObject, items: &[*mut PyObje
             return args;
         }
         for (i, &item) in items.iter().enumerate() {
-            let item =
-                if !item.is_null() { item } else { setup().map_or(py.none, |s| s.fallbacks[FB_MISSING]) };
+            let item = if item.is_null() { missing() } else { item };
             (py.incref)(item);
             (n.tuple_set_item)(args, i as isize, item);
         }
@@ -730,13 +771,39 @@ fn string(n: &Native, s: &str) -> *mut PyObject {
 }
 
 unsafe extern "C" fn g_dtype(obj: *mut PyObject, _: *mut c_void) -> *mut PyObject {
-    let (_, n, t) = this!(obj);
-    string(n, &dtype_name(t.dtype()))
+    let (py, n, t) = this!(obj);
+    // The names of the usual dtypes are made once and shared, as NumPy shares its dtypes.
+    static NAMES: [AtomicPtr<PyObject>; 16] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 16];
+    let d = t.dtype();
+    let Some(i) = d.scalar().map(|s| s as usize).filter(|&i| i < NAMES.len()) else {
+        return string(n, &dtype_name(d));
+    };
+    cached(py, n, &NAMES[i], || dtype_name(d))
+}
+
+/// A string made once and kept (a new reference to it each call).
+fn cached(py: &Api, n: &Native, cell: &AtomicPtr<PyObject>, make: impl FnOnce() -> String) -> *mut PyObject {
+    let mut s = cell.load(Ordering::Relaxed);
+    if s.is_null() {
+        s = string(n, &make());
+        if s.is_null() {
+            return s;
+        }
+        // The GIL serialises this: the cell keeps this reference for the process.
+        cell.store(s, Ordering::Relaxed);
+    }
+    // SAFETY: GIL held; a live string.
+    unsafe { (py.incref)(s) };
+    s
 }
 
 unsafe extern "C" fn g_device(obj: *mut PyObject, _: *mut c_void) -> *mut PyObject {
-    let (_, n, t) = this!(obj);
-    string(n, &device_name(t.device()))
+    let (py, n, t) = this!(obj);
+    static CPU: AtomicPtr<PyObject> = AtomicPtr::new(std::ptr::null_mut());
+    match t.device().kind {
+        DeviceKind::Cpu => cached(py, n, &CPU, || "cpu".to_owned()),
+        _ => string(n, &device_name(t.device())),
+    }
 }
 
 unsafe extern "C" fn t_data_ptr(obj: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
@@ -1192,15 +1259,25 @@ unsafe extern "C" fn f_from_dlpack(
     // stream, which is what the fallback asks for by name.)
     // SAFETY: GIL held; new references released below.
     unsafe {
-        let dunder = (n.object_get_attr)(obj, n.dunder);
-        if dunder.is_null() {
-            (n.err_clear)();
-            return fallback(py, n, FB_FROM_DLPACK, &[obj, copy, device]);
-        }
-        let capsule = (n.object_call)(dunder, n.empty_tuple, n.dunder_kwargs);
-        (n.decref)(dunder);
+        let capsule = if let Some(call_method) = n.vectorcall_method {
+            // obj.__dlpack__(max_version=(1, 3)) without a bound method or a kwargs dict.
+            let args = [obj, n.max_version];
+            call_method(n.dunder, args.as_ptr(), 1, n.max_version_name)
+        } else {
+            let dunder = (n.object_get_attr)(obj, n.dunder);
+            if dunder.is_null() {
+                (n.err_clear)();
+                return fallback(py, n, FB_FROM_DLPACK, &[obj, copy, device]);
+            }
+            let capsule = (n.object_call)(dunder, n.empty_tuple, n.dunder_kwargs);
+            (n.decref)(dunder);
+            capsule
+        };
         if capsule.is_null() {
-            if (n.err_exception_matches)(py.exceptions[WRONG_TYPE]) != 0 {
+            // No __dlpack__ any more (a type that changed), or one without max_version.
+            if (n.err_exception_matches)(py.exceptions[WRONG_TYPE]) != 0
+                || (n.err_exception_matches)(n.attribute_error) != 0
+            {
                 (n.err_clear)();
                 return fallback(py, n, FB_FROM_DLPACK, &[obj, copy, device]);
             }
