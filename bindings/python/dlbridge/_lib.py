@@ -119,8 +119,6 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 _PY_SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dlb_py_init": (_status, [c_void_p]),
     "dlb_py_function": (py_object, [c_char_p]),
-    "dlb_py_native_init": (py_object, [c_void_p]),
-    "dlb_py_native_function": (py_object, [c_char_p]),
 }
 
 
@@ -241,7 +239,7 @@ def _init_native() -> type:
     capsule_type = type(datetime.datetime_CAPI)
     table = _NativeApi(*addresses, object.__basicsize__, id(int), id(str), id(tuple), id(capsule_type),
                        id(MemoryError), id(AttributeError))
-    return pylib.dlb_py_native_init(ctypes.byref(table))
+    return pylib.dlb_py_function(b"native_init")(ctypes.addressof(table))
 
 
 TensorBase: type = _init_native()
@@ -251,7 +249,7 @@ class _Native:
     """The package functions of src/ffi/python/native.rs, as builtins."""
 
     def __init__(self) -> None:
-        get = pylib.dlb_py_native_function
+        get = pylib.dlb_py_function
         self.from_dlpack = get(b"from_dlpack")
         self.empty = get(b"empty")
         self.zeros = get(b"zeros")

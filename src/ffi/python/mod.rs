@@ -241,7 +241,7 @@ pub struct PyMethodDef {
 }
 
 /// The method definitions must outlive every function object made from them: a static.
-struct Methods([PyMethodDef; 4]);
+struct Methods([PyMethodDef; 5]);
 // SAFETY: immutable after construction; CPython only reads it.
 unsafe impl Sync for Methods {}
 
@@ -266,6 +266,13 @@ static METHODS: Methods = Methods([
         meth: Some(py_from_exchange_api),
         flags: METH_FASTCALL,
         doc: c"from_exchange_api(table, obj): a new handle, or None when __dlpack__ must be used".as_ptr(),
+    },
+    PyMethodDef {
+        name: c"native_init".as_ptr(),
+        meth: Some(py_native_init),
+        flags: METH_FASTCALL,
+        doc: c"native_init(address of a dlb_py_native_api): builds the native Tensor base type and returns it"
+            .as_ptr(),
     },
     PyMethodDef {
         name: c"free".as_ptr(),
@@ -298,7 +305,27 @@ pub unsafe extern "C" fn dlb_py_function(name: *const c_char) -> *mut PyObject {
             };
         }
     }
+    if let Some(function) = native::function(wanted) {
+        return function;
+    }
     api.fail("dlb_py_function", dlb_status::DLB_ERR_INVALID_ARGUMENT as usize, "no such helper")
+}
+
+/// `native_init(address)`: see `native::native_init`; the address is that of a filled
+/// `dlb_py_native_api` (ctypes.addressof), read during the call only.
+unsafe extern "C" fn py_native_init(
+    _: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: isize,
+) -> *mut PyObject {
+    let Some(api) = API.get() else { return std::ptr::null_mut() };
+    // SAFETY: CPython passes `nargs` live arguments.
+    let Some(&[address]) = (unsafe { api.args("native_init", args, nargs) }) else {
+        return std::ptr::null_mut();
+    };
+    let Some(table) = api.pointer(address) else { return std::ptr::null_mut() };
+    // SAFETY: the package passes the address of a table it filled with CPython's functions.
+    unsafe { native::native_init(table.cast()) }
 }
 
 /// The capsule destructor for our versioned capsules: releases the export only while the capsule

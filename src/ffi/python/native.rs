@@ -11,7 +11,9 @@
 //! raise the same exceptions with the same messages.
 //!
 //! As in `mod.rs`, the library never links libpython: the package hands over the CPython
-//! functions (`dlb_py_native_init`, through ctypes) and everything runs with the GIL held.
+//! functions (the `native_init` helper, given the address of a `dlb_py_native_api` it filled
+//! through ctypes) and everything runs with the GIL held. Nothing here is exported: the package
+//! reaches it through `dlb_py_function`.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -209,8 +211,11 @@ macro_rules! fnptr {
 ///
 /// # Safety
 /// GIL held; `dlb_py_init` has succeeded; `api` NULL or a filled table of CPython's functions.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_native_init(api: *const dlb_py_native_api) -> *mut PyObject {
+#[expect(
+    clippy::missing_transmute_annotations,
+    reason = "fnptr! turns each table entry into the type of the field it fills, named there"
+)]
+pub(super) unsafe fn native_init(api: *const dlb_py_native_api) -> *mut PyObject {
     let Some(py) = API.get() else { return std::ptr::null_mut() };
     if let Some(n) = NATIVE.get() {
         // SAFETY: GIL held; the base lives for the process.
@@ -913,6 +918,7 @@ unsafe fn text_of(n: &Native, obj: *mut PyObject) -> Option<String> {
 ///
 /// # Safety
 /// CPython's fastcall arguments: `args` holds `nargs` objects, then one per name in `kwnames`.
+#[allow(clippy::too_many_arguments, reason = "a fastcall's three arguments, and what to sort them into")]
 unsafe fn parse<const N: usize>(
     py: &Api,
     n: &Native,
@@ -1009,6 +1015,7 @@ fn dims_of(n: &Native, o: *mut PyObject) -> Option<Vec<i64>> {
     }
     // SAFETY: an exact tuple; borrowed items.
     let len = unsafe { (n.tuple_size)(o) };
+    // SAFETY: as above, `i` below its length.
     (0..len).map(|i| exact_int(n, unsafe { (n.tuple_get_item)(o, i) })).collect()
 }
 
@@ -1375,10 +1382,9 @@ unsafe extern "C" fn f_setup(
         return bad("cls must be a subclass of the native base");
     }
     // SAFETY: as above.
-    if fallbacks.is_null()
-        || unsafe { type_of(fallbacks) } != n.tuple_type
-        || unsafe { (n.tuple_size)(fallbacks) } != FALLBACKS as isize
-    {
+    let is_tuple = !fallbacks.is_null() && unsafe { type_of(fallbacks) } == n.tuple_type;
+    // SAFETY: an exact tuple.
+    if !is_tuple || unsafe { (n.tuple_size)(fallbacks) } != FALLBACKS as isize {
         return bad("fallbacks must be a tuple of 7 functions and the missing-argument marker");
     }
     if routes.is_null() {
@@ -1485,30 +1491,20 @@ static BUILTINS: Builtins = Builtins([
     },
 ]);
 
-/// A new builtin for one of the functions above, by name; NULL with an exception set for an
-/// unknown name or before `dlb_py_native_init`.
-///
-/// # Safety
-/// GIL held (ctypes.PyDLL); `name` NULL or a C string.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_native_function(name: *const c_char) -> *mut PyObject {
-    let Some((py, _)) = native() else { return std::ptr::null_mut() };
-    // SAFETY: per the function contract.
-    let wanted = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) });
-    for def in &BUILTINS.0 {
-        // SAFETY: our names are static C strings.
-        if Some(unsafe { CStr::from_ptr(def.name) }) == wanted {
-            // SAFETY: GIL held; the definition is static, with the layout of PyMethodDef.
-            return unsafe {
-                (py.cfunction_new_ex)(
-                    (def as *const MethodDef).cast_mut().cast(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
-            };
-        }
-    }
-    py.fail("dlb_py_native_function", dlb_status::DLB_ERR_INVALID_ARGUMENT as usize, "no such function")
+/// A new builtin for one of the functions above, by name (None for another name); NULL with an
+/// exception set before `native_init`.
+pub(super) fn function(wanted: Option<&CStr>) -> Option<*mut PyObject> {
+    // SAFETY: our names are static C strings.
+    let def = BUILTINS.0.iter().find(|def| Some(unsafe { CStr::from_ptr(def.name) }) == wanted)?;
+    let Some((py, _)) = native() else { return Some(std::ptr::null_mut()) };
+    // SAFETY: GIL held; the definition is static, with the layout of PyMethodDef.
+    Some(unsafe {
+        (py.cfunction_new_ex)(
+            (def as *const MethodDef).cast_mut().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
