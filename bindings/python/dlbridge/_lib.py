@@ -114,7 +114,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dlb_tensor_from_dlpack": (_status, [c_void_p, POINTER(_tensor_p)]),
 }
 
-# The Python helpers (src/ffi/python.rs), called with the GIL held. dlb_py_function returns a
+# The Python helpers (src/ffi/python/mod.rs), called with the GIL held. dlb_py_function returns a
 # builtin function object (or NULL with an exception set, which ctypes.PyDLL raises).
 _PY_SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dlb_py_init": (_status, [c_void_p]),
@@ -263,7 +263,7 @@ native = _Native()
 
 
 class _Helpers:
-    """The builtins of src/ffi/python.rs: each a plain Python call (METH_FASTCALL), no ctypes."""
+    """The builtins of src/ffi/python/mod.rs: each a plain Python call (METH_FASTCALL), no ctypes."""
 
     def __init__(self) -> None:
         get = pylib.dlb_py_function
