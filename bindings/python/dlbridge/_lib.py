@@ -220,6 +220,7 @@ _OPTIONAL_FUNCTIONS = ("PyObject_Vectorcall", "PyObject_VectorcallMethod")
 class _NativeApi(ctypes.Structure):
     _fields_ = [(name, c_void_p) for name in _NATIVE_FUNCTIONS + _OPTIONAL_FUNCTIONS] + [
         ("object_size", ctypes.c_ssize_t),
+        ("type_offset", ctypes.c_ssize_t),
         ("int_type", c_void_p),
         ("str_type", c_void_p),
         ("tuple_type", c_void_p),
@@ -227,6 +228,16 @@ class _NativeApi(ctypes.Structure):
         ("memory_error", c_void_p),
         ("attribute_error", c_void_p),
     ]
+
+
+def _type_offset() -> int:
+    """Where ob_type sits in an object's header: measured, since a free-threaded build's header
+    is longer than the stable ABI's {refcount, type}."""
+    probe = object()
+    for offset in range(0, object.__basicsize__, ctypes.sizeof(c_void_p)):
+        if c_void_p.from_address(id(probe) + offset).value == id(object):
+            return offset
+    raise ImportError("dlbridge cannot find ob_type in this interpreter's object header")
 
 
 def _init_native() -> type:
@@ -237,7 +248,7 @@ def _init_native() -> type:
                   for name in _OPTIONAL_FUNCTIONS]
     # The objects live forever (built-in types); id() is their address in CPython.
     capsule_type = type(datetime.datetime_CAPI)
-    table = _NativeApi(*addresses, object.__basicsize__, id(int), id(str), id(tuple), id(capsule_type),
+    table = _NativeApi(*addresses, object.__basicsize__, _type_offset(), id(int), id(str), id(tuple), id(capsule_type),
                        id(MemoryError), id(AttributeError))
     return pylib.dlb_py_function(b"native_init")(ctypes.addressof(table))
 

@@ -17,7 +17,7 @@
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::{API, Api, EXCHANGE_API, ExchangeApi, PyObject, WRONG_TYPE};
 use crate::abi::{DLManagedTensorVersioned, DLPackVersion, DLTensor};
@@ -100,6 +100,8 @@ pub struct dlb_py_native_api {
     pub vectorcall_method: *mut c_void,
     /// `object.__basicsize__`: where the handle sits in an instance.
     pub object_size: isize,
+    /// Where `ob_type` sits in an object's header, as the package found it.
+    pub type_offset: isize,
     pub int_type: *mut PyObject,
     pub str_type: *mut PyObject,
     pub tuple_type: *mut PyObject,
@@ -280,6 +282,11 @@ pub(super) unsafe fn native_init(api: *const dlb_py_native_api) -> *mut PyObject
             max_version_name: std::ptr::null_mut(),
             exchange_capsule: std::ptr::null_mut(),
         };
+        let type_offset = usize::try_from(a.type_offset)
+            .ok()
+            .filter(|&o| o % align_of::<usize>() == 0 && o + size_of::<usize>() <= n.offset)
+            .ok_or_else(|| Error::invalid("type_offset is not inside a PyObject header"))?;
+        TYPE_OFFSET.store(type_offset, Ordering::Relaxed);
         if [n.int_type, n.str_type, n.tuple_type, n.capsule_type, n.memory_error, n.attribute_error]
             .iter()
             .any(|p| p.is_null())
@@ -397,18 +404,18 @@ fn type_slots() -> *mut PyTypeSlot {
     let kw = |f: FastCallKw| f as *mut c_void;
     let noargs = |f: NoArgs| f as *mut c_void;
     let methods: Vec<MethodDef> = vec![
-        method(c"data_ptr", noargs(t_data_ptr), METH_NOARGS, c"data_ptr(): the address of the first element (0 for a zero-element tensor without memory), for native code. It stays valid while this tensor, or anything sharing its memory, lives."),
-        method(c"is_contiguous", noargs(t_is_contiguous), METH_NOARGS, c"is_contiguous(): whether the elements are row-major without gaps."),
-        method(c"alias", noargs(t_alias), METH_NOARGS, c"alias(): a new tensor sharing this one's memory."),
-        method(c"copy", noargs(t_copy), METH_NOARGS, c"copy(): a row-major copy in new memory."),
-        method(c"view", kw(t_view), METH_FASTCALL_KW, c"view(shape, strides=None, offset=0): a strided view of this tensor's memory (zero-copy). strides and offset are in elements, relative to this tensor's first element; strides None means row-major."),
-        method(c"astype", kw(t_astype), METH_FASTCALL_KW, c"astype(dtype): a converting copy (complex to real is refused with TypeError)."),
-        method(c"to", kw(t_to), METH_FASTCALL_KW, c"to(device): same device: an alias. Another device: a copy there."),
-        method(c"cpu", noargs(t_cpu), METH_NOARGS, c"cpu(): like torch, an alias when already on the CPU, else a copy to the CPU."),
-        method(c"numpy", noargs(t_numpy), METH_NOARGS, c"numpy(): a NumPy array sharing this tensor's memory (host memory only). A read-only tensor gives a read-only array; bfloat16 needs ml_dtypes."),
-        method(c"__dlpack__", kw(t_dlpack), METH_FASTCALL_KW, c"__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None): exports this tensor as a DLPack capsule: \"dltensor_versioned\" when max_version allows (major >= 1), else legacy \"dltensor\". copy=True hands out a fresh copy (IS_COPIED), copy=False never copies. Shared exports of read-only data set READ_ONLY; the legacy struct cannot, so a legacy export of read-only data raises BufferError. dl_device other than the tensor's device copies there (BufferError with copy=False, or when dlbridge cannot reach that device); every kDLCPU id is the same memory. Wrong types: TypeError."),
-        method(c"__dlpack_device__", noargs(t_dlpack_device), METH_NOARGS, c"__dlpack_device__(): (device_type, device_id) as DLPack numbers them."),
-        method(c"shares_memory", t_shares_memory as OneArg as *mut c_void, METH_O, c"shares_memory(other): whether the byte ranges of the two tensors overlap, on the same device."),
+        method(c"data_ptr", noargs(t_data_ptr), METH_NOARGS, c"data_ptr($self, /)\n--\n\nThe address of the first element (0 for a zero-element tensor without memory), for native code. It stays valid while this tensor, or anything sharing its memory, lives."),
+        method(c"is_contiguous", noargs(t_is_contiguous), METH_NOARGS, c"is_contiguous($self, /)\n--\n\nWhether the elements are row-major without gaps."),
+        method(c"alias", noargs(t_alias), METH_NOARGS, c"alias($self, /)\n--\n\nA new tensor sharing this one's memory."),
+        method(c"copy", noargs(t_copy), METH_NOARGS, c"copy($self, /)\n--\n\nA row-major copy in new memory."),
+        method(c"view", kw(t_view), METH_FASTCALL_KW, c"view($self, /, shape, strides=None, offset=0)\n--\n\nA strided view of this tensor's memory (zero-copy). strides and offset are in elements, relative to this tensor's first element; strides None means row-major."),
+        method(c"astype", kw(t_astype), METH_FASTCALL_KW, c"astype($self, /, dtype)\n--\n\nA converting copy (complex to real is refused with TypeError)."),
+        method(c"to", kw(t_to), METH_FASTCALL_KW, c"to($self, /, device)\n--\n\nSame device: an alias. Another device: a copy there."),
+        method(c"cpu", noargs(t_cpu), METH_NOARGS, c"cpu($self, /)\n--\n\nLike torch, an alias when already on the CPU, else a copy to the CPU."),
+        method(c"numpy", noargs(t_numpy), METH_NOARGS, c"numpy($self, /)\n--\n\nA NumPy array sharing this tensor's memory (host memory only). A read-only tensor gives a read-only array; bfloat16 needs ml_dtypes."),
+        method(c"__dlpack__", kw(t_dlpack), METH_FASTCALL_KW, c"__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\nExports this tensor as a DLPack capsule: \"dltensor_versioned\" when max_version allows (major >= 1), else legacy \"dltensor\". copy=True hands out a fresh copy (IS_COPIED), copy=False never copies. Shared exports of read-only data set READ_ONLY; the legacy struct cannot, so a legacy export of read-only data raises BufferError. dl_device other than the tensor's device copies there (BufferError with copy=False, or when dlbridge cannot reach that device); every kDLCPU id is the same memory. Wrong types: TypeError."),
+        method(c"__dlpack_device__", noargs(t_dlpack_device), METH_NOARGS, c"__dlpack_device__($self, /)\n--\n\n(device_type, device_id) as DLPack numbers them."),
+        method(c"shares_memory", t_shares_memory as OneArg as *mut c_void, METH_O, c"shares_memory($self, other, /)\n--\n\nWhether the byte ranges of the two tensors overlap, on the same device."),
         MethodDef { name: std::ptr::null(), meth: std::ptr::null_mut(), flags: 0, doc: std::ptr::null() },
     ];
     let getset: Vec<GetSetDef> = vec![
@@ -457,13 +464,18 @@ fn type_slots() -> *mut PyTypeSlot {
 // Objects
 // ---------------------------------------------------------------------------------------------
 
-/// `Py_TYPE(obj)`: the second word of every object's header (stable ABI layout).
+/// Where `ob_type` sits in an object's header: after the reference count (8 on 64-bit builds,
+/// the stable ABI's layout), unless the package measured otherwise (a free-threaded build's
+/// header is longer).
+static TYPE_OFFSET: AtomicUsize = AtomicUsize::new(size_of::<isize>());
+
+/// `Py_TYPE(obj)`.
 ///
 /// # Safety
 /// `obj` is a live object.
 unsafe fn type_of(obj: *mut PyObject) -> *mut PyObject {
-    // SAFETY: per the function contract; the header is `{refcount, type}`.
-    unsafe { *obj.cast::<*mut PyObject>().add(1) }
+    // SAFETY: per the function contract; `ob_type` is a pointer at TYPE_OFFSET in the header.
+    unsafe { *obj.cast::<u8>().add(TYPE_OFFSET.load(Ordering::Relaxed)).cast::<*mut PyObject>() }
 }
 
 /// The handle slot of an instance of the base type.
@@ -1314,8 +1326,7 @@ fn create(args: *const *mut PyObject, nargs: isize, kw: *mut PyObject, zero: boo
     }
     let d = if dtype.is_null() { Some(DType::F32) } else { dtype_of(n, dtype) };
     let dev = if device.is_null() { Some(Device::CPU) } else { device_of(n, device) };
-    let plain =
-        shared.is_null() || (!exact_bool(n, shared) && exact_int(n, shared).is_none() && is_false(n, shared));
+    let plain = shared.is_null() || is_false(n, shared);
     match (dims_of(n, shape), d, dev) {
         (Some(shape), Some(d), Some(dev)) if plain => {
             let name = if zero { "dlb_tensor_zeros" } else { "dlb_tensor_empty" };
@@ -1461,19 +1472,19 @@ static BUILTINS: Builtins = Builtins([
         name: c"from_dlpack".as_ptr(),
         meth: f_from_dlpack as FastCallKw as *mut c_void,
         flags: METH_FASTCALL_KW,
-        doc: c"from_dlpack(obj, *, copy=None, device=None): imports anything that speaks DLPack: an object with __dlpack__ (NumPy, PyTorch, JAX, CuPy, tvm-ffi, pyarrow, dlbridge), a DLPack capsule (legacy or versioned, consumed here) or a tf.Tensor. Shares memory whenever the producer allows; copy=True always copies; copy=False shares or raises BufferError. device moves the result there (a copy, so not with copy=False).".as_ptr(),
+        doc: c"from_dlpack(obj, *, copy=None, device=None)\n--\n\nImports anything that speaks DLPack: an object with __dlpack__ (NumPy, PyTorch, JAX, CuPy, tvm-ffi, pyarrow, dlbridge), a DLPack capsule (legacy or versioned, consumed here) or a tf.Tensor. Shares memory whenever the producer allows; copy=True always copies; copy=False shares or raises BufferError. device moves the result there (a copy, so not with copy=False).".as_ptr(),
     },
     MethodDef {
         name: c"empty".as_ptr(),
         meth: f_empty as FastCallKw as *mut c_void,
         flags: METH_FASTCALL_KW,
-        doc: c"empty(shape, dtype='float32', device='cpu', *, shared=False): a new tensor with uninitialised memory (256-byte aligned).".as_ptr(),
+        doc: c"empty(shape, dtype='float32', device='cpu', *, shared=False)\n--\n\nA new tensor with uninitialised memory (256-byte aligned).".as_ptr(),
     },
     MethodDef {
         name: c"zeros".as_ptr(),
         meth: f_zeros as FastCallKw as *mut c_void,
         flags: METH_FASTCALL_KW,
-        doc: c"zeros(shape, dtype='float32', device='cpu', *, shared=False): a new zero-filled tensor (256-byte aligned).".as_ptr(),
+        doc: c"zeros(shape, dtype='float32', device='cpu', *, shared=False)\n--\n\nA new zero-filled tensor (256-byte aligned).".as_ptr(),
     },
     MethodDef {
         name: c"setup".as_ptr(),
