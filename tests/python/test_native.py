@@ -159,3 +159,15 @@ def test_hot_calls_run_no_python_code():
     finally:
         sys.setprofile(None)
     assert "_view_slow" in python_calls
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3,), (1000,), (2, 0), ()])
+def test_zeros_are_zero_even_on_reused_blocks(shape):
+    # Small CPU zeros are cleared blocks from the core's cache: dirty the cache first.
+    for _ in range(8):
+        dirty = dlbridge.empty(shape, "float64")
+        dirty.numpy()[...] = 7.0
+        del dirty
+    for dtype in ("float64", "int8", "bool"):
+        z = dlbridge.zeros(shape, dtype)
+        assert z.shape == shape and not z.numpy().any()

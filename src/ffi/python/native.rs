@@ -1016,10 +1016,34 @@ fn exact_int(n: &Native, o: *mut PyObject) -> Option<i64> {
     Some(v)
 }
 
+/// A shape or strides read from Python: on the stack up to `Dims::INLINE` entries (the usual
+/// case: no allocation on the hot path), else on the heap.
+enum Dims {
+    Inline([i64; Dims::INLINE], usize),
+    Heap(Vec<i64>),
+}
+
+impl Dims {
+    const INLINE: usize = 8;
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [i64];
+
+    fn deref(&self) -> &[i64] {
+        match self {
+            Dims::Inline(values, len) => &values[..*len],
+            Dims::Heap(values) => values,
+        }
+    }
+}
+
 /// A shape or strides given as an exact tuple of exact ints, or one exact int.
-fn dims_of(n: &Native, o: *mut PyObject) -> Option<Vec<i64>> {
+fn dims_of(n: &Native, o: *mut PyObject) -> Option<Dims> {
     if let Some(v) = exact_int(n, o) {
-        return Some(vec![v]);
+        let mut values = [0; Dims::INLINE];
+        values[0] = v;
+        return Some(Dims::Inline(values, 1));
     }
     // SAFETY: GIL held; `o` live.
     if unsafe { type_of(o) } != n.tuple_type {
@@ -1028,7 +1052,16 @@ fn dims_of(n: &Native, o: *mut PyObject) -> Option<Vec<i64>> {
     // SAFETY: an exact tuple; borrowed items.
     let len = unsafe { (n.tuple_size)(o) };
     // SAFETY: as above, `i` below its length.
-    (0..len).map(|i| exact_int(n, unsafe { (n.tuple_get_item)(o, i) })).collect()
+    let item = |i: isize| exact_int(n, unsafe { (n.tuple_get_item)(o, i) });
+    let len_usize = usize::try_from(len).ok()?;
+    if len_usize <= Dims::INLINE {
+        let mut values = [0; Dims::INLINE];
+        for (i, slot) in values.iter_mut().enumerate().take(len_usize) {
+            *slot = item(i as isize)?;
+        }
+        return Some(Dims::Inline(values, len_usize));
+    }
+    (0..len).map(item).collect::<Option<Vec<i64>>>().map(Dims::Heap)
 }
 
 fn is_str(n: &Native, o: *mut PyObject, s: &CStr) -> bool {
@@ -1330,7 +1363,7 @@ fn create(args: *const *mut PyObject, nargs: isize, kw: *mut PyObject, zero: boo
     match (dims_of(n, shape), d, dev) {
         (Some(shape), Some(d), Some(dev)) if plain => {
             let name = if zero { "dlb_tensor_zeros" } else { "dlb_tensor_empty" };
-            produce(py, name, || Tensor::empty(&shape, d, dev, zero))
+            produce(py, name, || small_zeros(&shape, d, dev, zero))
         }
         _ => {
             // SAFETY: GIL held.
@@ -1338,6 +1371,31 @@ fn create(args: *const *mut PyObject, nargs: isize, kw: *mut PyObject, zero: boo
             fallback(py, n, FB_CREATE, &[shape, dtype, device, z, shared])
         }
     }
+}
+
+/// Up to this many bytes, `zeros` on the CPU takes an uninitialised block and clears it.
+const SMALL_ZEROS_BYTES: usize = 4096;
+
+/// `Tensor::empty`, with small zeroed CPU tensors made from an uninitialised block then cleared:
+/// the core serves uninitialised small blocks from its cache, zeroed ones from the allocator
+/// (calloc), which for a few bytes costs more than the clearing. Large ones keep calloc, whose
+/// fresh pages come zeroed for free.
+fn small_zeros(shape: &[i64], dtype: DType, device: Device, zero: bool) -> Result<Tensor, Error> {
+    let small = |t: &Tensor| nbytes(t) <= SMALL_ZEROS_BYTES;
+    if !zero || device != Device::CPU {
+        return Tensor::empty(shape, dtype, device, zero);
+    }
+    let t = Tensor::empty(shape, dtype, device, false)?;
+    if !small(&t) {
+        return Tensor::empty(shape, dtype, device, true);
+    }
+    let len = nbytes(&t);
+    if len > 0 {
+        let data = t.data_mut()?;
+        // SAFETY: a new, row-major, writable host tensor of `len` bytes that nobody else has seen.
+        unsafe { std::ptr::write_bytes(data, 0, len) };
+    }
+    Ok(t)
 }
 
 fn is_false(n: &Native, o: *mut PyObject) -> bool {
