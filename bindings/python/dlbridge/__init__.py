@@ -8,8 +8,10 @@ DLPack, saying every time whether memory is shared or copied.
     c = t.copy()                       # new memory
 
 The guide (names, semantics, exceptions) is docs/python.md in the repository;
-the library underneath is libdlbridge (Rust, C ABI), loaded through ctypes. Set DLBRIDGE_LIBRARY
-to use another build of it.
+the library underneath is libdlbridge (Rust, C ABI), loaded through ctypes; the Tensor type's
+base and the hot functions (from_dlpack, empty, zeros) are built by the library itself from
+CPython's C functions, so the common calls cost what NumPy's do. Set DLBRIDGE_LIBRARY to use
+another build of it.
 
 Errors: BufferError for data that cannot be exchanged, ValueError for bad arguments, TypeError
 for wrong types, MemoryError when allocation fails, RuntimeError otherwise (each carrying the
