@@ -1678,6 +1678,16 @@ unsafe extern "C" fn x_to_py(mt: *mut DLManagedTensorVersioned, out: *mut *mut P
         unsafe { release(mt) };
         return -1;
     };
+    if out.is_null() {
+        // SAFETY: ours to release: nothing could be handed back.
+        unsafe { release(mt) };
+        py.fail::<c_void>(
+            "__dlpack_c_exchange_api__",
+            dlb_status::DLB_ERR_INVALID_ARGUMENT as usize,
+            "out is NULL",
+        );
+        return -1;
+    }
     let mut h = std::ptr::null_mut();
     if !py.call("from_dlpack", || {
         // SAFETY: an owned versioned managed tensor, consumed by `import` whatever happens.
@@ -1687,7 +1697,7 @@ unsafe extern "C" fn x_to_py(mt: *mut DLManagedTensorVersioned, out: *mut *mut P
         return -1;
     }
     let obj = wrap(py, h);
-    if obj.is_null() || out.is_null() {
+    if obj.is_null() {
         return -1;
     }
     // SAFETY: checked non-NULL.
