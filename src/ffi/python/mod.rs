@@ -16,7 +16,8 @@
 //! The library never links against libpython. At import the package hands over the few CPython
 //! functions used here and the exception types to raise (`dlb_py_init`, through ctypes), then
 //! asks for the builtins by name (`dlb_py_function`). C programs that link dlbridge are
-//! unaffected. Everything here runs with the GIL held: the builtins are called by Python, the
+//! unaffected. The native base of `dlbridge.Tensor` and the package's `from_dlpack`, `empty` and
+//! `zeros` live in [`native`], reached through the same two exports. Everything here runs with the GIL held: the builtins are called by Python, the
 //! destructors by CPython, the two exports through `ctypes.PyDLL`.
 
 use std::ffi::{CStr, c_char, c_int, c_void};

@@ -163,8 +163,8 @@ unsafe impl Sync for Native {}
 
 static NATIVE: OnceLock<Native> = OnceLock::new();
 
-/// What `setup` hands over once the Python class exists: the class natively made tensors get,
-/// the fallbacks, the import routes and NumPy's from_dlpack (set on first use).
+/// What `setup` hands over once the Python class exists: the class natively made tensors get
+/// (and its tp_alloc), the import routes and the fallbacks.
 struct Setup {
     cls: *mut PyObject,
     alloc: unsafe extern "C" fn(*mut PyObject, isize) -> *mut PyObject,
@@ -181,7 +181,8 @@ unsafe impl Sync for Setup {}
 static SETUP: OnceLock<Setup> = OnceLock::new();
 static NUMPY_FROM_DLPACK: AtomicPtr<PyObject> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The fallbacks, in the order the package's `setup` call passes them.
+/// The fallbacks, in the order the package's `setup` call passes them (the Python functions of
+/// `_tensor.py` named `_*_slow`, and its `_MISSING` marker last).
 const FALLBACKS: usize = 8;
 const FB_FROM_DLPACK: usize = 0; // (obj, copy, device)
 const FB_DLPACK: usize = 1; // (self, stream, max_version, dl_device, copy)
@@ -225,7 +226,7 @@ pub(super) unsafe fn native_init(api: *const dlb_py_native_api) -> *mut PyObject
         return n.base;
     }
     let mut out = std::ptr::null_mut();
-    let ok = py.call("dlb_py_native_init", || {
+    let ok = py.call("native_init", || {
         // SAFETY: per the function contract.
         let a = unsafe { api.as_ref() }.ok_or_else(|| Error::invalid("api is NULL"))?;
         let type_from_spec: unsafe extern "C" fn(*mut PyTypeSpec) -> *mut PyObject = fnptr!(a.type_from_spec);
@@ -1520,7 +1521,7 @@ unsafe extern "C" fn f_exchange_api(_: *mut PyObject, _: *mut PyObject) -> *mut 
     n.exchange_capsule
 }
 
-/// The builtins the package asks for by name (`dlb_py_native_function`).
+/// The builtins the package asks for by name (through `dlb_py_function`).
 struct Builtins([MethodDef; 7]);
 // SAFETY: immutable; CPython only reads it.
 unsafe impl Sync for Builtins {}
