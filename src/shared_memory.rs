@@ -23,9 +23,9 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// The size of a handle in bytes.
-pub const IPC_HANDLE_SIZE: usize = 256;
+pub(crate) const IPC_HANDLE_SIZE: usize = 256;
 /// The most axes a tensor described by a handle may have.
-pub const IPC_MAX_NDIM: usize = 8;
+pub(crate) const IPC_MAX_NDIM: usize = 8;
 
 const MAGIC: [u8; 8] = *b"DLBRIPC\0";
 const VERSION: u32 = 1;
@@ -36,7 +36,7 @@ const FLAG_READ_ONLY: u32 = 1;
 /// Where the check sum sits: the last 8 bytes, over every byte before them.
 const CHECK_AT: usize = IPC_HANDLE_SIZE - 8;
 /// The bytes of a CUDA IPC memory handle (`CUipcMemHandle`).
-pub const CUDA_IPC_BYTES: usize = 64;
+pub(crate) const CUDA_IPC_BYTES: usize = 64;
 
 /// A mapped memory file: `len` bytes at `base`, and the descriptor that names it.
 #[derive(Debug)]

@@ -18,16 +18,6 @@ pub const DLB_IPC_MAX_NDIM: i32 = 8;
 const _: () = assert!(DLB_IPC_HANDLE_SIZE == crate::shared_memory::IPC_HANDLE_SIZE);
 const _: () = assert!(DLB_IPC_MAX_NDIM as usize == crate::shared_memory::IPC_MAX_NDIM);
 
-/// A tensor described for another process: 256 opaque bytes (the same on every platform), to be
-/// sent as they are, with the segment's file descriptor for host memory.
-#[repr(C)]
-#[allow(non_camel_case_types)]
-pub struct dlb_ipc_handle {
-    /// The encoded handle: magic, version, dtype, shape, strides, offset, segment size and a
-    /// check sum.
-    pub bytes: [u8; DLB_IPC_HANDLE_SIZE],
-}
-
 /// # Safety
 /// As `dlb_tensor_zeros_shared`.
 unsafe fn create_shared(
@@ -113,7 +103,8 @@ pub unsafe extern "C" fn dlb_tensor_share(t: *const dlb_tensor, out: *mut *mut d
     }
 }
 
-/// Describes t for another process: writes the handle to `*handle_out` and, for shared host
+/// Describes t for another process: writes its handle, DLB_IPC_HANDLE_SIZE opaque bytes (the same
+/// on every platform, to be sent as they are), to `handle_out` and, for shared host
 /// memory, a new file descriptor of the segment (close-on-exec) to `*fd_out`, which the caller
 /// owns and closes once it has sent it (over a Unix socket with SCM_RIGHTS, or by letting a
 /// child inherit it). For dlbridge's own CUDA memory the handle carries a CUDA IPC handle
@@ -122,11 +113,12 @@ pub unsafe extern "C" fn dlb_tensor_share(t: *const dlb_tensor, out: *mut *mut d
 /// more than DLB_IPC_MAX_NDIM axes give DLB_ERR_UNSUPPORTED. On failure `*fd_out` is -1.
 ///
 /// # Safety
-/// `t` is NULL or a live handle; `handle_out` and `fd_out` are NULL or valid for one write.
+/// `t` is NULL or a live handle; `handle_out` is NULL or valid for DLB_IPC_HANDLE_SIZE byte
+/// writes; `fd_out` is NULL or valid for one write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_to_ipc(
     t: *const dlb_tensor,
-    handle_out: *mut dlb_ipc_handle,
+    handle_out: *mut u8,
     fd_out: *mut i32,
 ) -> dlb_status {
     if !fd_out.is_null() {
@@ -146,13 +138,13 @@ pub unsafe extern "C" fn dlb_tensor_to_ipc(
             })?,
             None => {
                 // SAFETY: per this function's contract.
-                unsafe { (*handle_out).bytes = bytes };
+                unsafe { handle_out.copy_from_nonoverlapping(bytes.as_ptr(), bytes.len()) };
                 return Ok(());
             }
         };
         // SAFETY: per this function's contract; the descriptor is handed over to the caller.
         unsafe {
-            (*handle_out).bytes = bytes;
+            handle_out.copy_from_nonoverlapping(bytes.as_ptr(), bytes.len());
             *fd_out = std::os::fd::IntoRawFd::into_raw_fd(fd);
         }
         Ok(())

@@ -8,7 +8,7 @@ import sys
 from ctypes import _Pointer as _CPointer, byref, c_int64, c_void_p, cast, sizeof
 from typing import Any, Optional, Sequence, Tuple, Union
 
-from . import _lib
+from . import _lib, _shared  # _shared: tensors across processes (issue 18)
 from ._lib import DLDataType, DLDevice, lib, pylib
 
 __all__ = ["Tensor", "empty", "zeros", "from_dlpack", "live_allocations", "cuda_device_count", "DTYPES"]
@@ -296,8 +296,13 @@ class Tensor:
     def __deepcopy__(self, memo: Any) -> "Tensor":
         return self.copy()
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError("a dlbridge.Tensor cannot be pickled: export it (DLPack) or copy it to NumPy")
+    # -- across processes (issue 18: the logic is in _shared.py) --
+    # pickle: CPU tensors by value (protocol 5: out-of-band buffers); multiprocessing: shared
+    # tensors as handles (registered with its ForkingPickler below the class).
+    __reduce_ex__ = _shared.reduce_ex
+    is_shared = property(_shared.is_shared)
+    share_memory = _shared.share_memory
+    # -- end of issue 18's lines --
 
     def __repr__(self) -> str:
         if not getattr(self, "_h", 0):
@@ -507,6 +512,9 @@ class Tensor:
 _Tensor_new = object.__new__
 
 
+_shared.register(Tensor)  # issue 18: the class for _shared, and multiprocessing's reducer
+
+
 def _wrap(h: Optional[int]) -> Tensor:
     if not h:
         raise RuntimeError("libdlbridge returned no tensor and no error")
@@ -541,14 +549,20 @@ class _Reinterpret:
 # ---------------------------------------------------------------------------------------------
 
 
-def empty(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
-    """A new tensor with uninitialised memory (256-byte aligned)."""
+def empty(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu", *, shared: bool = False) -> Tensor:
+    """A new tensor with uninitialised memory (256-byte aligned). shared=True: host memory other
+    processes can map (zero-filled; see Tensor.share_memory)."""
+    if shared:  # issue 18
+        return _shared.empty_shared(shape, dtype, device, False)
     arr, n = _dims(shape, "shape")
     return _produce(lib.dlb_tensor_empty, arr, n, _dtype(dtype), _device(device))
 
 
-def zeros(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu") -> Tensor:
-    """A new zero-filled tensor (256-byte aligned)."""
+def zeros(shape: Sequence[int], dtype: Any = "float32", device: DeviceLike = "cpu", *, shared: bool = False) -> Tensor:
+    """A new zero-filled tensor (256-byte aligned). shared=True: host memory other processes can
+    map (see Tensor.share_memory)."""
+    if shared:  # issue 18
+        return _shared.empty_shared(shape, dtype, device, True)
     arr, n = _dims(shape, "shape")
     return _produce(lib.dlb_tensor_zeros, arr, n, _dtype(dtype), _device(device))
 
