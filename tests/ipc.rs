@@ -1,0 +1,209 @@
+//! Tensors across processes through the C API, called the way C does: shared-memory tensors,
+//! handles and descriptors, a real child process (fork, the descriptor inherited) writing into
+//! the parent's memory, and every way a handle or descriptor can be wrong.
+
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+mod common;
+use common::c_api::*;
+use common::{dl, dt, expect, free, ok};
+
+const F64: (u8, u8) = (2, 64);
+
+fn shared(shape: &[i64]) -> *mut dlb_tensor {
+    let mut t = null_mut();
+    // SAFETY: a valid shape array and out-pointer.
+    ok(unsafe { dlb_tensor_zeros_shared(shape.as_ptr(), shape.len() as i32, dt(F64.0, F64.1), &mut t) });
+    t
+}
+
+fn data(t: *mut dlb_tensor) -> *mut f64 {
+    let mut p: *mut c_void = null_mut();
+    // SAFETY: a live, writable handle.
+    ok(unsafe { dlb_tensor_data_mut(t, &mut p) });
+    p.cast()
+}
+
+fn to_ipc(t: *const dlb_tensor) -> ([u8; DLB_IPC_HANDLE_SIZE], i32) {
+    let mut h = [0u8; DLB_IPC_HANDLE_SIZE];
+    let mut fd = -2;
+    // SAFETY: a live handle, DLB_IPC_HANDLE_SIZE writable bytes and an out-pointer.
+    ok(unsafe { dlb_tensor_to_ipc(t, h.as_mut_ptr(), &mut fd) });
+    (h, fd)
+}
+
+fn from_ipc(h: &[u8], fd: i32) -> (dlb_status, *mut dlb_tensor) {
+    let mut t = null_mut();
+    // SAFETY: `h` is valid for its length; the out-pointer is valid.
+    let st = unsafe { dlb_tensor_from_ipc(h.as_ptr(), h.len(), fd, &mut t) };
+    (st, t)
+}
+
+fn live() -> i64 {
+    dlb_live_allocations()
+}
+
+fn is_shared(t: *const dlb_tensor) -> bool {
+    // SAFETY: a live handle.
+    unsafe { dlb_tensor_is_shared(t) }
+}
+
+fn shares(a: *const dlb_tensor, b: *const dlb_tensor) -> bool {
+    // SAFETY: live handles.
+    unsafe { dlb_tensor_shares_memory(a, b) }
+}
+
+/// Element `i` of a live f64 host tensor.
+fn at(t: *mut dlb_tensor, i: usize) -> f64 {
+    // SAFETY: the tests read elements inside their tensors.
+    unsafe { *data(t).add(i) }
+}
+
+fn close(fd: i32) {
+    // SAFETY: a descriptor this test owns.
+    unsafe { libc::close(fd) };
+}
+
+/// The child's side of the next test: run by the parent as a new process of this test binary
+/// (fork alone would be unsafe in a multi-threaded test binary), with the handle in hex and the
+/// inherited descriptor's number in the environment. Without them it does nothing.
+#[test]
+fn child_process_side() {
+    let (Ok(hex), Ok(fd)) = (std::env::var("DLB_IPC_TEST_HANDLE"), std::env::var("DLB_IPC_TEST_FD")) else {
+        return;
+    };
+    let h: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let (st, u) = from_ipc(&h, fd.parse().unwrap());
+    ok(st);
+    assert_eq!(at(u, 5), 2.5); // the parent's write
+    // SAFETY: element 15 of the 16-element tensor.
+    unsafe { data(u).add(15).write(-4.0) };
+    free(&[u]);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not run memfd_create, mmap or processes")]
+fn a_handle_and_descriptor_rebuild_the_same_memory_in_another_process() {
+    let before = live();
+    let t = shared(&[4, 4]);
+    // SAFETY: 16 elements of a live host tensor.
+    unsafe { data(t).add(5).write(2.5) };
+    let (h, fd) = to_ipc(t);
+    assert!(fd >= 0);
+    // The descriptor is close-on-exec; the child inherits a duplicate that is not.
+    // SAFETY: plain calls on our own descriptor.
+    let inherited = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
+    assert!(inherited >= 0);
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process_side", "--nocapture", "--test-threads=1"])
+        .env("DLB_IPC_TEST_HANDLE", hex)
+        .env("DLB_IPC_TEST_FD", inherited.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    assert_eq!(at(t, 15), -4.0); // written by the child
+    close(inherited);
+    close(fd);
+    free(&[t]);
+    assert_eq!(live(), before);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not run memfd_create or mmap")]
+fn views_share_and_private_tensors_need_a_shared_copy() {
+    let t = shared(&[3, 4]);
+    assert!(is_shared(t));
+    let mut v = null_mut();
+    let (shape, strides) = ([2i64, 2], [-4i64, 2]);
+    // SAFETY: valid arrays and out-pointer; the view stays inside t.
+    ok(unsafe { dlb_tensor_view(t, shape.as_ptr(), strides.as_ptr(), 2, 9, &mut v) });
+    let (h, fd) = to_ipc(v);
+    let (st, u) = from_ipc(&h, fd);
+    ok(st);
+    close(fd); // the tensor keeps its own duplicate
+    // SAFETY: a live 2-d tensor's shape array.
+    assert_eq!(unsafe { std::slice::from_raw_parts(dl(u).shape, 2) }, &[2, 2]);
+    // SAFETY: the view's first element is t's element 9.
+    unsafe { data(u).write(8.0) };
+    assert_eq!(at(t, 9), 8.0);
+
+    let mut p = null_mut();
+    let dims = [5i64];
+    // SAFETY: valid arguments.
+    ok(unsafe { dlb_tensor_zeros(dims.as_ptr(), 1, dt(F64.0, F64.1), common::CPU, &mut p) });
+    assert!(!is_shared(p));
+    let mut h = [0u8; DLB_IPC_HANDLE_SIZE];
+    let mut fd = 7;
+    // SAFETY: valid arguments.
+    expect(unsafe { dlb_tensor_to_ipc(p, h.as_mut_ptr(), &mut fd) }, DLB_ERR_UNSUPPORTED, "share it first");
+    assert_eq!(fd, -1);
+    let (mut s, mut a) = (null_mut(), null_mut());
+    // SAFETY: valid arguments.
+    ok(unsafe { dlb_tensor_share(p, &mut s) });
+    assert!(is_shared(s) && !shares(s, p));
+    // SAFETY: valid arguments.
+    ok(unsafe { dlb_tensor_share(s, &mut a) });
+    assert!(shares(a, s));
+    free(&[t, v, u, p, s, a]);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not run memfd_create or mmap")]
+fn bad_handles_and_descriptors_are_refused_with_a_message() {
+    let t = shared(&[8]);
+    let other = shared(&[9]);
+    let (h, fd) = to_ipc(t);
+    let (_, other_fd) = to_ipc(other);
+    for (bytes, fd, needle) in [
+        (&h[..255], fd, "256 bytes, not 255"),
+        (&h[..], other_fd, "holds 72"),
+        (&h[..], -1, "needs its segment's file descriptor"),
+        (&h[..], 0x7fff_0000, "cannot be inspected"),
+    ] {
+        let (st, u) = from_ipc(bytes, fd);
+        expect(st, DLB_ERR_INVALID_ARGUMENT, needle);
+        assert!(u.is_null());
+    }
+    let mut forged = h;
+    forged[40] = 200; // the byte offset, without fixing the check sum
+    expect(from_ipc(&forged, fd).0, DLB_ERR_INVALID_ARGUMENT, "check sum");
+    forged = h;
+    forged[..8].copy_from_slice(b"NOTAHNDL");
+    expect(from_ipc(&forged, fd).0, DLB_ERR_INVALID_ARGUMENT, "magic");
+    let file = std::fs::File::open("Cargo.toml").unwrap();
+    expect(
+        from_ipc(&h, std::os::fd::AsRawFd::as_raw_fd(&file)).0,
+        DLB_ERR_INVALID_ARGUMENT,
+        "not a dlbridge shared-memory segment",
+    );
+    // NULLs.
+    let mut out = null_mut();
+    // SAFETY: NULL handle pointer, valid out.
+    expect(
+        unsafe { dlb_tensor_from_ipc(std::ptr::null(), 256, fd, &mut out) },
+        DLB_ERR_INVALID_ARGUMENT,
+        "NULL",
+    );
+    // SAFETY: NULL out.
+    expect(unsafe { dlb_tensor_from_ipc(h.as_ptr(), 256, fd, null_mut()) }, DLB_ERR_INVALID_ARGUMENT, "NULL");
+    let mut fd2 = 0;
+    // SAFETY: NULL handle_out.
+    expect(unsafe { dlb_tensor_to_ipc(t, null_mut(), &mut fd2) }, DLB_ERR_INVALID_ARGUMENT, "NULL");
+    assert_eq!(fd2, -1);
+    let nine = [1i64; 9];
+    // SAFETY: valid arguments.
+    ok(unsafe { dlb_tensor_zeros_shared(nine.as_ptr(), 9, dt(F64.0, F64.1), &mut out) });
+    let mut h9 = [0u8; DLB_IPC_HANDLE_SIZE];
+    // SAFETY: valid arguments.
+    expect(
+        unsafe { dlb_tensor_to_ipc(out, h9.as_mut_ptr(), &mut fd2) },
+        DLB_ERR_UNSUPPORTED,
+        "at most 8 axes",
+    );
+    close(fd);
+    close(other_fd);
+    free(&[t, other, out]);
+}
