@@ -108,6 +108,7 @@ bench: build python-package
 	$(VENV_PY) bench/exchange_bench.py --json build/bench-exchange.json
 	$(VENV_PY) bench/report.py --copy build/bench-copy.json --exchange build/bench-exchange.json
 	$(VENV_PY) bench/gpu_bench.py
+	$(VENV_PY) bench/process_bench.py --json build/bench-process.json
 
 # The C tour, the Python tour and the interop matrix.
 demo: build python-package
