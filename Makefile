@@ -196,6 +196,8 @@ test-cuda-fake: python-package
 	bash tests/fake_cuda/run.sh
 	$(FAKE_CUDA_ENV) $(CARGO) test --release --test cuda
 	$(FAKE_CUDA_ENV) $(VENV_PY) -m pytest -q tests/python/test_cuda.py
+	$(FAKE_CUDA_ENV) $(CARGO) test --release --test ipc
+	$(FAKE_CUDA_ENV) $(VENV_PY) -m pytest -q tests/python/test_shared_cuda.py
 
 # The real thing, for a machine with an NVIDIA GPU and driver: the Rust CUDA tests, the C tests
 # and the whole Python suite (PyTorch CUDA interop included) against the hardware.

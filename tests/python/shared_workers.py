@@ -45,3 +45,22 @@ def hold_and_wait(t, replies):
     np.asarray(t)[...] = 1
     replies.put(os.getpid())
     signal.pause()
+
+
+def cuda_read_and_write(requests, replies):
+    """Reads the CUDA tensor received through `requests` and writes its last element through the fake driver's
+    poke (there is no kernel to run), then closes the mapping and reports the fake's counters."""
+    import ctypes
+
+    t = requests.get()  # (not a Process argument: the Process object would keep it alive)
+    values = np.asarray(t.cpu()).tolist()
+    fake = ctypes.CDLL("libcuda.so")
+    fake.fake_cuda_write.argtypes = [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
+    v = np.array([42.0], np.float64)
+    rc = fake.fake_cuda_write(t.data_ptr() + 8 * (len(values) - 1), v.ctypes.data, 8)
+    device = t.device
+    del t
+    fake.fake_cuda_live_device_allocations.restype = ctypes.c_long
+    fake.fake_cuda_misuse_count.restype = ctypes.c_long
+    replies.put((values, device, rc, fake.fake_cuda_live_device_allocations(), fake.fake_cuda_misuse_count(),
+                 dlbridge.live_allocations()))
