@@ -325,3 +325,62 @@ fn cuda_tensors_travel_as_cuda_ipc_handles() {
         assert_eq!(unsafe { misuse() }, 0, "the fake driver saw a misuse");
     }
 }
+
+/// Sends the handle and the descriptor over a Unix socket pair with SCM_RIGHTS, as
+/// docs/c-api.md shows, and rebuilds the tensor from what arrives (a new descriptor number).
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not run sockets, memfd_create or mmap")]
+fn a_descriptor_sent_with_scm_rights_rebuilds_the_tensor() {
+    let t = shared(&[3]);
+    // SAFETY: element 2 of a 3-element tensor.
+    unsafe { data(t).add(2).write(6.5) };
+    let (h, fd) = to_ipc(t);
+    let mut pair = [0i32; 2];
+    // SAFETY: a valid out-array of two descriptors.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) }, 0);
+    const SPACE: usize = 64; // >= CMSG_SPACE(sizeof(int))
+    #[repr(C, align(8))]
+    struct Control([u8; SPACE]);
+    // SAFETY: building and sending one message with one descriptor, with the layout the cmsg
+    // macros give; every pointer is to a live local.
+    unsafe {
+        let mut out = h;
+        let mut iov = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
+        let mut control = Control([0; SPACE]);
+        let mut m: libc::msghdr = std::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = control.0.as_mut_ptr().cast();
+        m.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let cm = libc::CMSG_FIRSTHDR(&m);
+        (*cm).cmsg_level = libc::SOL_SOCKET;
+        (*cm).cmsg_type = libc::SCM_RIGHTS;
+        (*cm).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(cm).cast::<i32>().write_unaligned(fd);
+        assert_eq!(libc::sendmsg(pair[0], &m, 0), DLB_IPC_HANDLE_SIZE as isize);
+    }
+    close(fd); // sent: the receiver has its own now
+    let mut got = [0u8; DLB_IPC_HANDLE_SIZE];
+    // SAFETY: receiving into live locals, then reading the one descriptor that arrived.
+    let received = unsafe {
+        let mut iov = libc::iovec { iov_base: got.as_mut_ptr().cast(), iov_len: got.len() };
+        let mut control = Control([0; SPACE]);
+        let mut m: libc::msghdr = std::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = control.0.as_mut_ptr().cast();
+        m.msg_controllen = SPACE;
+        assert_eq!(libc::recvmsg(pair[1], &mut m, libc::MSG_CMSG_CLOEXEC), DLB_IPC_HANDLE_SIZE as isize);
+        let cm = libc::CMSG_FIRSTHDR(&m);
+        assert!(!cm.is_null() && (*cm).cmsg_type == libc::SCM_RIGHTS);
+        libc::CMSG_DATA(cm).cast::<i32>().read_unaligned()
+    };
+    assert!(received >= 0); // (the freed number may come back: it is a new descriptor)
+    let (st, u) = from_ipc(&got, received);
+    ok(st);
+    close(received);
+    assert_eq!(at(u, 2), 6.5);
+    close(pair[0]);
+    close(pair[1]);
+    free(&[t, u]);
+}
