@@ -614,14 +614,17 @@ enum dlb_status dlb_tensor_to_ipc(const dlb_tensor *t,
  * anything truncated, corrupted or of another version is refused). For host memory `fd` is the
  * segment's descriptor as received; it stays the caller's (dlbridge keeps a duplicate, so the
  * caller may close it at once). For CUDA handles `fd` is ignored (pass -1); the memory is opened
- * with cuIpcOpenMemHandle, which the driver refuses in the process that allocated it.
+ * with cuIpcOpenMemHandle, which the driver refuses in the process that allocated it; unlike
+ * shared host memory, CUDA memory belongs to the process that allocated it, which must keep
+ * its tensor alive until every receiver has freed theirs.
  * Everything the handle says is checked against the segment itself: its size from the
  * descriptor (fstat), its seals, and every element's position (DLB_ERR_INVALID_ARGUMENT when
  * anything lies outside). The memory lives until the last tensor on it, in any process, is gone.
  * The caller owns the returned tensor and releases it with dlb_tensor_free.
  *
  * # Safety
- * `handle` is NULL or valid for `handle_len` reads; `out` is NULL or valid for one write.
+ * `handle` is NULL or valid for `handle_len` reads; `fd` is -1 or a descriptor open for the
+ * duration of the call; `out` is NULL or valid for one write.
  */
 enum dlb_status dlb_tensor_from_ipc(const uint8_t *handle,
                                     size_t handle_len,

@@ -157,14 +157,17 @@ pub unsafe extern "C" fn dlb_tensor_to_ipc(
 /// anything truncated, corrupted or of another version is refused). For host memory `fd` is the
 /// segment's descriptor as received; it stays the caller's (dlbridge keeps a duplicate, so the
 /// caller may close it at once). For CUDA handles `fd` is ignored (pass -1); the memory is opened
-/// with cuIpcOpenMemHandle, which the driver refuses in the process that allocated it.
+/// with cuIpcOpenMemHandle, which the driver refuses in the process that allocated it; unlike
+/// shared host memory, CUDA memory belongs to the process that allocated it, which must keep
+/// its tensor alive until every receiver has freed theirs.
 /// Everything the handle says is checked against the segment itself: its size from the
 /// descriptor (fstat), its seals, and every element's position (DLB_ERR_INVALID_ARGUMENT when
 /// anything lies outside). The memory lives until the last tensor on it, in any process, is gone.
 /// The caller owns the returned tensor and releases it with dlb_tensor_free.
 ///
 /// # Safety
-/// `handle` is NULL or valid for `handle_len` reads; `out` is NULL or valid for one write.
+/// `handle` is NULL or valid for `handle_len` reads; `fd` is -1 or a descriptor open for the
+/// duration of the call; `out` is NULL or valid for one write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_from_ipc(
     handle: *const u8,
@@ -179,8 +182,9 @@ pub unsafe extern "C" fn dlb_tensor_from_ipc(
                 return Err(Error::invalid("handle is NULL"));
             }
             let bytes = std::slice::from_raw_parts(handle, handle_len);
-            // A descriptor number is only borrowed for the call; Segment::open checks it (EBADF
-            // for a closed one) before it keeps its own duplicate.
+            // The caller's descriptor, borrowed for the call only (the contract says it stays
+            // open that long). Should it not be open after all, the system calls on it answer
+            // EBADF, which Segment::open reports: a number is never turned into memory unchecked.
             let fd = (fd >= 0).then(|| BorrowedFd::borrow_raw(fd));
             let t = ipc::from_handle(bytes, fd)?;
             dlb_tensor::into_raw(t)
