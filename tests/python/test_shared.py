@@ -167,7 +167,7 @@ def test_a_shared_tensor_pickles_by_value_outside_multiprocessing():
 # -- multiprocessing --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["spawn", "fork"])
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
 def test_a_shared_tensor_travels_as_its_memory_both_ways(method):
     ctx = mp.get_context(method)
     replies = ctx.Queue()
