@@ -64,3 +64,39 @@ def cuda_read_and_write(requests, replies):
     fake.fake_cuda_misuse_count.restype = ctypes.c_long
     replies.put((values, device, rc, fake.fake_cuda_live_device_allocations(), fake.fake_cuda_misuse_count(),
                  dlbridge.live_allocations()))
+
+
+def fork_checks():
+    """The fork start method's hand-overs, run by test_shared.py in a fresh interpreter: forking
+    the pytest process, where JAX and TensorFlow have started threads, could deadlock the child."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    replies = ctx.Queue()
+    t = dlbridge.zeros((2, 3), "float32", shared=True)
+    p = ctx.Process(target=write_and_reply, args=(t, 42.0, replies))
+    p.start()
+    seen, child_shared = replies.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0 and child_shared and seen == 0.0
+    assert (np.asarray(t) == 42.0).all()
+
+    requests, replies = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=make_and_hand_over, args=(requests, replies))
+    p.start()
+    u = replies.get(timeout=60)
+    assert u.is_shared and (np.asarray(u) == 7.0).all()
+    np.asarray(u)[3, 7] = 9.5
+    requests.put("written")
+    assert replies.get(timeout=60) == 9.5
+    p.join(60)
+    assert p.exitcode == 0
+    np.asarray(u)[0, 0] = 1.0  # the creator is gone; the memory is not
+    assert np.asarray(u).sum() == 7.0 * 31 - 7.0 + 9.5 + 1.0
+    del t, u
+    assert dlbridge.live_allocations() == 0
+
+
+if __name__ == "__main__":
+    fork_checks()
+    print("fork checks passed")
