@@ -144,6 +144,20 @@ def test_protocol_5_reads_the_tensor_in_place_out_of_band():
     assert np.frombuffer(view, np.float64).ctypes.data == t.data_ptr()  # no copy was made
     u = pickle.loads(data, buffers=buffers)
     np.testing.assert_array_equal(np.asarray(u), np.asarray(t))
+    # The unpickler uses the buffers it is given as they are: handed the tensor's own (the same
+    # process), it gives the same memory back, as NumPy does.
+    assert u.shares_memory(t)
+    # A writable out-of-band buffer (what Dask and Ray hand the unpickler) becomes the tensor's
+    # memory without a copy.
+    received = bytearray(view)
+    w = pickle.loads(data, buffers=[received])
+    assert w.data_ptr() == np.frombuffer(received, np.uint8).ctypes.data and not w.read_only
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(t))
+    # A read-only one is copied, into writable memory.
+    r = pickle.loads(data, buffers=[bytes(view)])
+    assert not r.read_only and np.asarray(r)[1, 2] == 66.0
+    with pytest.raises(ValueError, match="holds 8 bytes"):
+        pickle.loads(data, buffers=[bytearray(8)])
     # Strided views, 0-d, empty and read-only tensors.
     s = t.view((8, 8), (-64 * 8, 8), 63 * 64)
     np.testing.assert_array_equal(np.asarray(pickle.loads(pickle.dumps(s, protocol=5))), np.asarray(s))

@@ -5,7 +5,8 @@
   once it has the file descriptor. Nothing is left in /dev/shm; the kernel frees the memory when
   no process maps it any more.
 - ``pickle`` takes any CPU tensor by value (dtype, shape and values), with protocol 5 out-of-band
-  buffers: the pickler reads the tensor's memory in place instead of copying it into the stream.
+  buffers: the pickler reads the tensor's memory in place instead of copying it into the stream,
+  and the unpickler's writable buffer becomes the new tensor's memory (no copy either side).
 - Through ``multiprocessing`` (its ForkingPickler, under spawn, fork and forkserver) a shared
   tensor, or a dlbridge CUDA tensor, travels as a 256-byte handle plus the segment's descriptor
   (``multiprocessing.reduction.DupFd``, as torch.multiprocessing's file_descriptor strategy
@@ -92,11 +93,48 @@ def _raw_bytes(self: Any) -> memoryview:
     return view.toreadonly() if self.read_only else view
 
 
+# dtypes NumPy holds natively (bfloat16 and float8 need ml_dtypes: those are copied instead).
+_NUMPY_DTYPES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64 complex64 complex128".split()
+)
+
+
+def _numel(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _adopt(src: memoryview, dtype: str, shape: tuple) -> Any:
+    """The unpickler's own writable buffer (an out-of-band buffer, or the bytearray protocol 5
+    makes in band), taken over without a copy through NumPy's DLPack export; None when that is
+    not possible (no NumPy, a dtype it lacks, a read-only or misaligned buffer)."""
+    if src.readonly or not src.nbytes or dtype not in _NUMPY_DTYPES:
+        return None
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    if src.nbytes % np.dtype(dtype).itemsize:
+        return None  # the copying path says what is wrong
+    arr = np.frombuffer(src, dtype=dtype)
+    if arr.size != _numel(shape) or arr.ctypes.data % arr.itemsize:
+        return None
+    from . import _tensor
+
+    return _tensor.from_dlpack(arr.reshape(shape))
+
+
 def _rebuild_by_value(data: Any, dtype: str, shape: tuple) -> Any:
-    """A new tensor holding the pickled bytes (one copy, out of the pickle's buffer)."""
+    """A writable CPU tensor holding the pickled bytes: the unpickler's buffer itself when it is
+    writable (protocol 5), else a copy of it."""
     from . import _tensor
 
     src = memoryview(data).cast("B")
+    adopted = _adopt(src, dtype, tuple(shape))
+    if adopted is not None:
+        return adopted
     out = _tensor.empty(shape, dtype)
     if src.nbytes != out.nbytes:
         raise ValueError(f"the pickled data holds {src.nbytes} bytes; a {dtype} tensor of shape {shape} needs {out.nbytes}")
