@@ -1162,7 +1162,7 @@ static CUresult do_ipc_get(CUipcMemHandle *out, CUdeviceptr p) {
     if (d->ipc_opened)
         return misuse(CUDA_ERROR_INVALID_VALUE, "0x%llx was itself opened from an IPC handle", p);
     if (!d->shm_name[0]) {
-        char name[40];
+        char name[40] = {0};
         snprintf(name, sizeof name, "/fake-cuda-%ld-%lu", (long)getpid(), ++g_ipc_seq);
         int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
         if (fd < 0)
