@@ -165,6 +165,7 @@ test-tsan:
 
 test-c: build $(OFFICIAL_DLPACK)
 	bash tests/c/run.sh
+	bash tests/c/run_ipc.sh
 
 # include/dlbridge.hpp, the header-only C++17 wrapper: tests/cpp/run.sh builds its tests with
 # -Wall -Wextra -Werror -pedantic and runs them plain, under valgrind and with ASan+UBSan.
