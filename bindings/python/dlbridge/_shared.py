@@ -49,14 +49,15 @@ def _new(fn: Any, *args: Any) -> Any:
 
 
 def empty_shared(shape: Sequence[int], dtype: Any, device: Any, zero: bool) -> Any:
-    """A new row-major host tensor in shared memory (always zero-filled: memory files start
-    zeroed, so `zero` changes nothing)."""
+    """A new row-major host tensor in shared memory (always zero-filled in fact: memory files
+    start zeroed; `zero` picks the C function that promises it)."""
     t = _tensor_module()
     dev = t._device(device)
     if (dev.device_type, dev.device_id) != (1, 0):
         raise ValueError(f"shared=True makes host memory other processes can map: device must be 'cpu', not {device!r}")
     arr, n = t._dims(shape, "shape")
-    return _new(lib.dlb_tensor_zeros_shared, arr, n, t._dtype(dtype))
+    fn = lib.dlb_tensor_zeros_shared if zero else lib.dlb_tensor_empty_shared
+    return _new(fn, arr, n, t._dtype(dtype))
 
 
 def is_shared(self: Any) -> bool:
