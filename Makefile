@@ -108,6 +108,7 @@ bench: build python-package
 	$(VENV_PY) bench/exchange_bench.py --json build/bench-exchange.json
 	$(VENV_PY) bench/report.py --copy build/bench-copy.json --exchange build/bench-exchange.json
 	$(VENV_PY) bench/gpu_bench.py
+	$(VENV_PY) bench/process_bench.py --json build/bench-process.json
 
 # The C tour, the Python tour and the interop matrix.
 demo: build python-package
@@ -164,6 +165,7 @@ test-tsan:
 
 test-c: build $(OFFICIAL_DLPACK)
 	bash tests/c/run.sh
+	bash tests/c/run_ipc.sh
 
 # include/dlbridge.hpp, the header-only C++17 wrapper: tests/cpp/run.sh builds its tests with
 # -Wall -Wextra -Werror -pedantic and runs them plain, under valgrind and with ASan+UBSan.
@@ -195,6 +197,8 @@ test-cuda-fake: python-package
 	bash tests/fake_cuda/run.sh
 	$(FAKE_CUDA_ENV) $(CARGO) test --release --test cuda
 	$(FAKE_CUDA_ENV) $(VENV_PY) -m pytest -q tests/python/test_cuda.py
+	$(FAKE_CUDA_ENV) $(CARGO) test --release --test ipc
+	$(FAKE_CUDA_ENV) $(VENV_PY) -m pytest -q tests/python/test_shared_cuda.py
 
 # The real thing, for a machine with an NVIDIA GPU and driver: the Rust CUDA tests, the C tests
 # and the whole Python suite (PyTorch CUDA interop included) against the hardware.

@@ -214,6 +214,16 @@ typedef struct dlb_tensor dlb_tensor;
 #define DLBRIDGE_VERSION_PATCH 0
 
 /**
+ * The size in bytes of a dlb_ipc_handle.
+ */
+#define DLB_IPC_HANDLE_SIZE 256
+
+/**
+ * The most axes a tensor sent through a dlb_ipc_handle may have.
+ */
+#define DLB_IPC_MAX_NDIM 8
+
+/**
  * The result of every fallible dlbridge call. Values are fixed and never reused.
  */
 typedef enum dlb_status {
@@ -528,6 +538,98 @@ enum dlb_status dlb_tensor_from_dlpack_versioned(DLManagedTensorVersioned *mt,
  */
 enum dlb_status dlb_tensor_from_dlpack(DLManagedTensor *mt,
                                        dlb_tensor **out);
+
+/**
+ * Creates a zero-filled row-major host tensor (kDLCPU) in new shared memory: an anonymous,
+ * size-sealed memory file (memfd) that other processes can map once they are given its file
+ * descriptor (see dlb_tensor_to_ipc). Nothing is left in /dev/shm or elsewhere: the memory is
+ * freed when no process maps it or holds its descriptor any more. Its memory is page aligned.
+ * The caller owns the returned tensor and releases it with dlb_tensor_free.
+ *
+ * # Safety
+ * `shape` is NULL or valid for `ndim` reads; `out` is NULL or valid for one write.
+ */
+enum dlb_status dlb_tensor_zeros_shared(const int64_t *shape,
+                                        int32_t ndim,
+                                        DLDataType dtype,
+                                        dlb_tensor **out);
+
+/**
+ * As dlb_tensor_zeros_shared (shared memory always starts out zeroed; the name is there so that
+ * every dlb_tensor_empty call has a shared counterpart).
+ * The caller owns the returned tensor and releases it with dlb_tensor_free.
+ *
+ * # Safety
+ * `shape` is NULL or valid for `ndim` reads; `out` is NULL or valid for one write.
+ */
+enum dlb_status dlb_tensor_empty_shared(const int64_t *shape,
+                                        int32_t ndim,
+                                        DLDataType dtype,
+                                        dlb_tensor **out);
+
+/**
+ * Whether t's memory is shared memory other processes can map (made by
+ * dlb_tensor_zeros_shared, dlb_tensor_share or dlb_tensor_from_ipc, or a view or alias of
+ * such a tensor). False when `t` is NULL.
+ *
+ * # Safety
+ * `t` is NULL or a live handle.
+ */
+bool dlb_tensor_is_shared(const dlb_tensor *t);
+
+/**
+ * A tensor another process can receive: t itself (a new alias) when its memory is shared
+ * memory or dlbridge's own CUDA memory, else a row-major copy of t in new shared memory.
+ * Pinned host memory and CUDA memory dlbridge did not allocate give DLB_ERR_UNSUPPORTED.
+ * The caller owns the returned tensor and releases it with dlb_tensor_free.
+ *
+ * # Safety
+ * `t` is NULL or a live handle; `out` is NULL or valid for one write.
+ */
+enum dlb_status dlb_tensor_share(const dlb_tensor *t,
+                                 dlb_tensor **out);
+
+/**
+ * Describes t for another process: writes its handle, DLB_IPC_HANDLE_SIZE opaque bytes (the same
+ * on every platform, to be sent as they are), to `handle_out` and, for shared host
+ * memory, a new file descriptor of the segment (close-on-exec) to `*fd_out`, which the caller
+ * owns and closes once it has sent it (over a Unix socket with SCM_RIGHTS, or by letting a
+ * child inherit it). For dlbridge's own CUDA memory the handle carries a CUDA IPC handle
+ * (cuIpcGetMemHandle, after the device has finished its queued work) and `*fd_out` is -1.
+ * Private host memory gives DLB_ERR_UNSUPPORTED (dlb_tensor_share makes a shareable copy);
+ * more than DLB_IPC_MAX_NDIM axes give DLB_ERR_UNSUPPORTED. On failure `*fd_out` is -1.
+ *
+ * # Safety
+ * `t` is NULL or a live handle; `handle_out` is NULL or valid for DLB_IPC_HANDLE_SIZE byte
+ * writes; `fd_out` is NULL or valid for one write.
+ */
+enum dlb_status dlb_tensor_to_ipc(const dlb_tensor *t,
+                                  uint8_t *handle_out,
+                                  int32_t *fd_out);
+
+/**
+ * Rebuilds a tensor from a handle made by dlb_tensor_to_ipc in this or another process, on the
+ * same memory (zero-copy: writes are seen by every process that maps it). `handle` points to
+ * `handle_len` bytes, which must be exactly one intact handle (DLB_IPC_HANDLE_SIZE bytes;
+ * anything truncated, corrupted or of another version is refused). For host memory `fd` is the
+ * segment's descriptor as received; it stays the caller's (dlbridge keeps a duplicate, so the
+ * caller may close it at once). For CUDA handles `fd` is ignored (pass -1); the memory is opened
+ * with cuIpcOpenMemHandle, which the driver refuses in the process that allocated it; unlike
+ * shared host memory, CUDA memory belongs to the process that allocated it, which must keep
+ * its tensor alive until every receiver has freed theirs.
+ * Everything the handle says is checked against the segment itself: its size from the
+ * descriptor (fstat), its seals, and every element's position (DLB_ERR_INVALID_ARGUMENT when
+ * anything lies outside). The memory lives until the last tensor on it, in any process, is gone.
+ * The caller owns the returned tensor and releases it with dlb_tensor_free.
+ *
+ * # Safety
+ * `handle` is NULL or valid for `handle_len` reads; `fd` is -1 or a descriptor open for the
+ * duration of the call; `out` is NULL or valid for one write.
+ */
+enum dlb_status dlb_tensor_from_ipc(const uint8_t *handle,
+                                    size_t handle_len,
+                                    int32_t fd,
+                                    dlb_tensor **out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -94,7 +94,19 @@ entry_points! {
     event_synchronize = "cuEventSynchronize"(CUevent);
     event_destroy = "cuEventDestroy_v2"(CUevent);
     get_error_name = "cuGetErrorName"(Status, *mut *const c_char);
+    ipc_get_mem_handle = "cuIpcGetMemHandle"(*mut IpcMemHandle, CUdeviceptr);
+    ipc_open_mem_handle = "cuIpcOpenMemHandle_v2"(*mut CUdeviceptr, IpcMemHandle, c_uint);
+    ipc_close_mem_handle = "cuIpcCloseMemHandle"(CUdeviceptr);
+    mem_get_address_range = "cuMemGetAddressRange_v2"(*mut CUdeviceptr, *mut usize, CUdeviceptr);
 }
+
+/// `CUipcMemHandle`: 64 opaque bytes, passed by value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IpcMemHandle(pub [u8; 64]);
+
+/// `CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS`, the only flag cuIpcOpenMemHandle takes.
+const IPC_MEM_LAZY_ENABLE_PEER_ACCESS: c_uint = 1;
 
 /// A primary context handle; the driver lets any thread use it.
 #[derive(Clone, Copy)]
@@ -304,6 +316,48 @@ impl Scope {
         self.check(unsafe { (self.driver.api.ctx_synchronize)() }, "cuCtxSynchronize")?;
         // SAFETY: per the caller's contract.
         self.check(unsafe { (self.driver.api.mem_free)(ptr) }, "cuMemFree")
+    }
+
+    /// The IPC handle of the allocation `ptr` (from [`Scope::alloc`]) starts, after the device
+    /// has finished the work queued on it (another process may read it at once).
+    pub fn ipc_get(&self, ptr: CUdeviceptr) -> Result<IpcMemHandle> {
+        self.synchronize()?;
+        let mut handle = IpcMemHandle([0; 64]);
+        // SAFETY: a valid out-pointer; the driver checks `ptr`.
+        let status = unsafe { (self.driver.api.ipc_get_mem_handle)(&mut handle, ptr) };
+        self.check(status, "cuIpcGetMemHandle")?;
+        Ok(handle)
+    }
+
+    /// Opens another process's allocation from its IPC handle: its base address in this
+    /// process and its size as the driver reports it (never as the handle's sender claims).
+    pub fn ipc_open(&self, handle: IpcMemHandle) -> Result<(CUdeviceptr, usize)> {
+        let mut ptr: CUdeviceptr = 0;
+        // SAFETY: a valid out-pointer and a handle passed by value.
+        let status = unsafe {
+            (self.driver.api.ipc_open_mem_handle)(&mut ptr, handle, IPC_MEM_LAZY_ENABLE_PEER_ACCESS)
+        };
+        self.check(status, "cuIpcOpenMemHandle")?;
+        let (mut base, mut len): (CUdeviceptr, usize) = (0, 0);
+        // SAFETY: valid out-pointers; `ptr` is a live mapping.
+        let status = unsafe { (self.driver.api.mem_get_address_range)(&mut base, &mut len, ptr) };
+        if let Err(e) = self.check(status, "cuMemGetAddressRange") {
+            // SAFETY: opened just above, used by nobody.
+            let _ = unsafe { self.ipc_close(ptr) };
+            return Err(e);
+        }
+        Ok((ptr, len))
+    }
+
+    /// Closes a mapping from [`Scope::ipc_open`] once the device is done with it.
+    ///
+    /// # Safety
+    /// `ptr` came from [`Scope::ipc_open`] on this device and is not used afterwards.
+    pub unsafe fn ipc_close(&self, ptr: CUdeviceptr) -> Result<()> {
+        // SAFETY: no arguments.
+        self.check(unsafe { (self.driver.api.ctx_synchronize)() }, "cuCtxSynchronize")?;
+        // SAFETY: per the caller's contract.
+        self.check(unsafe { (self.driver.api.ipc_close_mem_handle)(ptr) }, "cuIpcCloseMemHandle")
     }
 
     /// Pinned (page-locked), portable, not write-combined host memory; `len` > 0.

@@ -11,6 +11,7 @@ use crate::cuda;
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
 use crate::host_memory::{self, HostBlock};
+use crate::shared_memory::Segment;
 
 /// Data buffers alive right now: one per `Storage`, whatever its owner.
 static LIVE: AtomicI64 = AtomicI64::new(0);
@@ -38,6 +39,13 @@ pub enum Owner {
     CudaDevice,
     /// dlbridge's own pinned host memory (`cuMemHostAlloc`).
     CudaPinned,
+    /// Host memory other processes can map: a sealed memory file, made here or imported from
+    /// a handle. Dropping it unmaps it and closes this process's descriptor; the kernel frees
+    /// the memory when no process maps or names it any more.
+    Shared(Segment),
+    /// CUDA device memory of another process, opened from its IPC handle
+    /// (`cuIpcOpenMemHandle`); closed with `cuIpcCloseMemHandle`.
+    CudaIpc,
 }
 
 /// A block of memory: the bytes `[base, base + len)` tensors on it may reach.
@@ -127,6 +135,41 @@ impl Storage {
         Storage::new(block.base(), len, device, Owner::Host(Some(block)))
     }
 
+    /// A new shared-memory segment of `len` bytes (always zero-filled: memory files start out
+    /// zeroed), for host tensors other processes can map.
+    pub fn allocate_shared(len: usize) -> Result<Shared<Storage>> {
+        Storage::from_segment(Segment::create(len)?)
+    }
+
+    /// The storage of a mapped segment: all of its bytes.
+    pub fn from_segment(segment: Segment) -> Result<Shared<Storage>> {
+        let (base, len) = (segment.base(), segment.len());
+        Storage::new(base, len, Device::CPU, Owner::Shared(segment))
+    }
+
+    /// The storage of another process's CUDA allocation, opened here from its IPC handle.
+    ///
+    /// # Safety
+    /// `[base, base + len)` is a mapping from `cuda::Scope::ipc_open` on `device`, which this
+    /// storage closes when it goes (also when this call fails).
+    pub unsafe fn from_cuda_ipc(base: u64, len: usize, device: Device) -> Result<Shared<Storage>> {
+        Storage::new(std::ptr::without_provenance_mut(base as usize), len, device, Owner::CudaIpc)
+    }
+
+    /// The shared-memory segment behind this storage, if it is one.
+    pub fn segment(&self) -> Option<&Segment> {
+        match &self.owner {
+            Owner::Shared(segment) => Some(segment),
+            _ => None,
+        }
+    }
+
+    /// Whether this is dlbridge's own CUDA device allocation (one `cuMemAlloc` block, which
+    /// the driver can export as an IPC handle).
+    pub fn is_own_cuda_allocation(&self) -> bool {
+        matches!(self.owner, Owner::CudaDevice)
+    }
+
     /// Takes over memory someone else owns.
     ///
     /// # Safety
@@ -180,6 +223,14 @@ impl Drop for Storage {
                 if let Ok(scope) = cuda::driver().and_then(|d| d.enter(self.device.id)) {
                     // SAFETY: as above.
                     let _ = unsafe { scope.free_pinned(self.base) };
+                }
+            }
+            // Dropping the segment (a field) unmaps it and closes the descriptor.
+            Owner::Shared(_) => {}
+            Owner::CudaIpc => {
+                if let Ok(scope) = cuda::driver().and_then(|d| d.enter(self.device.id)) {
+                    // SAFETY: opened by `cuda::Scope::ipc_open` on this device; last reference.
+                    let _ = unsafe { scope.ipc_close(self.base as u64) };
                 }
             }
         }

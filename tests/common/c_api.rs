@@ -133,7 +133,32 @@ unsafe extern "C" {
         out: *mut *mut dlb_tensor,
     ) -> dlb_status;
     pub fn dlb_tensor_from_dlpack(mt: *mut DLManagedTensor, out: *mut *mut dlb_tensor) -> dlb_status;
+    pub fn dlb_tensor_zeros_shared(
+        shape: *const i64,
+        ndim: i32,
+        dtype: DLDataType,
+        out: *mut *mut dlb_tensor,
+    ) -> dlb_status;
+    pub fn dlb_tensor_empty_shared(
+        shape: *const i64,
+        ndim: i32,
+        dtype: DLDataType,
+        out: *mut *mut dlb_tensor,
+    ) -> dlb_status;
+    pub fn dlb_tensor_is_shared(t: *const dlb_tensor) -> bool;
+    pub fn dlb_tensor_share(t: *const dlb_tensor, out: *mut *mut dlb_tensor) -> dlb_status;
+    pub fn dlb_tensor_to_ipc(t: *const dlb_tensor, handle_out: *mut u8, fd_out: *mut i32) -> dlb_status;
+    pub fn dlb_tensor_from_ipc(
+        handle: *const u8,
+        handle_len: usize,
+        fd: i32,
+        out: *mut *mut dlb_tensor,
+    ) -> dlb_status;
 }
+
+/// DLB_IPC_HANDLE_SIZE and DLB_IPC_MAX_NDIM.
+pub const DLB_IPC_HANDLE_SIZE: usize = 256;
+pub const DLB_IPC_MAX_NDIM: i32 = 8;
 
 // The constants above are DLPack's: check them against dlpark's copy of the official header.
 const _: () = {

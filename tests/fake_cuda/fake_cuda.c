@@ -16,6 +16,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------------
  * Driver ABI types (declared here; no NVIDIA header is used).
@@ -124,7 +128,31 @@ struct dev_alloc {
     size_t size;
     int device;
     unsigned char *backing;
+    /* IPC: an allocation exported with cuIpcGetMemHandle moves its backing into a named POSIX
+     * shared-memory object (shm_name, unlinked when the allocation is freed); one opened from a
+     * handle (ipc_opened) maps another process's object and is released by
+     * cuIpcCloseMemHandle. Either way the backing is a shared mapping (munmap, not free). */
+    char shm_name[40];
+    int ipc_opened;
 };
+
+/* CUipcMemHandle: 64 opaque bytes. The fake's: a magic, the exporting process, the device, the
+ * size and the shared-memory object's name. */
+typedef struct {
+    char reserved[64];
+} CUipcMemHandle;
+
+struct fake_ipc {
+    char magic[8];
+    uint32_t pid;
+    int32_t device;
+    uint64_t size;
+    char name[40];
+};
+_Static_assert(sizeof(struct fake_ipc) == 64, "the fake's IPC handle fills CUipcMemHandle");
+_Static_assert(sizeof(CUipcMemHandle) == 64, "CUipcMemHandle is 64 bytes");
+#define FAKE_IPC_MAGIC "FAKEIPC1"
+enum { CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1 };
 
 struct host_alloc {
     unsigned char *ptr;
@@ -186,7 +214,11 @@ struct op {
     X(cuEventSynchronize)                                                                     \
     X(cuEventDestroy_v2)                                                                      \
     X(cuGetErrorName)                                                                         \
-    X(cuGetErrorString)
+    X(cuGetErrorString)                                                                       \
+    X(cuIpcGetMemHandle)                                                                      \
+    X(cuIpcOpenMemHandle_v2)                                                                  \
+    X(cuIpcCloseMemHandle)                                                                    \
+    X(cuMemGetAddressRange_v2)
 
 #define X_ENUM(name) IDX_##name,
 enum { ENTRY_POINTS(X_ENUM) N_ENTRIES };
@@ -757,12 +789,34 @@ static CUresult do_mem_alloc(CUdeviceptr *dptr, size_t n) {
     d->size = n;
     d->device = dev;
     d->backing = backing;
+    d->shm_name[0] = '\0';
+    d->ipc_opened = 0;
     g_next_dev += rounded + DEV_ALIGN; /* a guard gap, and addresses are never reused */
     g_used[dev] += n;
     if (g_alloc_budget > 0)
         g_alloc_budget--;
     *dptr = d->base;
     return CUDA_SUCCESS;
+}
+
+/* Gives a device allocation's backing back: free, or unmap (and unlink the exported name). */
+static void release_backing(struct dev_alloc *d) {
+    if (d->shm_name[0] || d->ipc_opened) {
+        munmap(d->backing, d->size);
+        if (d->shm_name[0] && !d->ipc_opened)
+            shm_unlink(d->shm_name);
+    } else {
+        free(d->backing);
+    }
+}
+
+static void remove_dev(long i) {
+    memmove(&g_dev[i], &g_dev[i + 1], (g_ndev_allocs - (size_t)i - 1) * sizeof *g_dev);
+    if (--g_ndev_allocs == 0) {
+        free(g_dev);
+        g_dev = NULL;
+        g_cap_dev = 0;
+    }
 }
 
 static CUresult do_mem_free(CUdeviceptr p) {
@@ -786,14 +840,13 @@ static CUresult do_mem_free(CUdeviceptr p) {
     drain_refs(CU_MEMORYTYPE_DEVICE, (uintptr_t)d->base, (uintptr_t)(d->base + d->size),
                "device allocation");
     d = &g_dev[i]; /* unchanged by running ops, but re-read for clarity */
-    free(d->backing);
+    if (d->ipc_opened)
+        return misuse(CUDA_ERROR_INVALID_VALUE,
+                      "0x%llx was opened with cuIpcOpenMemHandle: close it with cuIpcCloseMemHandle",
+                      p);
+    release_backing(d);
     g_used[d->device] -= d->size;
-    memmove(&g_dev[i], &g_dev[i + 1], (g_ndev_allocs - (size_t)i - 1) * sizeof *g_dev);
-    if (--g_ndev_allocs == 0) {
-        free(g_dev);
-        g_dev = NULL;
-        g_cap_dev = 0;
-    }
+    remove_dev(i);
     return CUDA_SUCCESS;
 }
 
@@ -1089,6 +1142,134 @@ static CUresult do_error_str(CUresult e, const char **out, int want_name) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * IPC: device memory other processes open (the fake's memory is host memory, so it is moved into
+ * a named shared-memory object when first exported).
+ * ------------------------------------------------------------------------------------------- */
+
+static unsigned long g_ipc_seq;
+
+static CUresult do_ipc_get(CUipcMemHandle *out, CUdeviceptr p) {
+    struct fake_ctx *c = NULL;
+    CUresult r = need_ctx(&c);
+    if (r)
+        return r;
+    if (!out)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "result pointer is NULL");
+    long i = find_dev(p);
+    if (i < 0 || g_dev[i].base != p)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "0x%llx is not the start of a live device allocation", p);
+    struct dev_alloc *d = &g_dev[i];
+    if (d->ipc_opened)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "0x%llx was itself opened from an IPC handle", p);
+    if (!d->shm_name[0]) {
+        char name[40] = {0};
+        snprintf(name, sizeof name, "/fake-cuda-%ld-%lu", (long)getpid(), ++g_ipc_seq);
+        int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        void *m = MAP_FAILED;
+        if (ftruncate(fd, (off_t)d->size) == 0)
+            m = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (m == MAP_FAILED) {
+            shm_unlink(name);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        /* Queued work resolves the backing when it runs, so swapping it here is safe. */
+        memcpy(m, d->backing, d->size);
+        free(d->backing);
+        d->backing = m;
+        memcpy(d->shm_name, name, sizeof name);
+    }
+    struct fake_ipc h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, FAKE_IPC_MAGIC, 8);
+    h.pid = (uint32_t)getpid();
+    h.device = d->device;
+    h.size = d->size;
+    memcpy(h.name, d->shm_name, sizeof h.name);
+    memcpy(out, &h, sizeof h);
+    return CUDA_SUCCESS;
+}
+
+static CUresult do_ipc_open(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned flags) {
+    struct fake_ctx *c = NULL;
+    CUresult r = need_ctx(&c);
+    if (r)
+        return r;
+    if (!pdptr)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "result pointer is NULL");
+    if (flags != CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "flags %u (only CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS)", flags);
+    struct fake_ipc h;
+    memcpy(&h, &handle, sizeof h);
+    if (memcmp(h.magic, FAKE_IPC_MAGIC, 8) != 0 || h.name[sizeof h.name - 1] != '\0' || h.size == 0)
+        return CUDA_ERROR_INVALID_HANDLE; /* garbage from outside: an answer, not a misuse */
+    if (h.pid == (uint32_t)getpid())
+        return CUDA_ERROR_INVALID_CONTEXT; /* the real driver refuses this too: not a misuse */
+    if (h.device != c->device)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "the handle is device %d's memory, device %d's context is current",
+                      h.device, c->device);
+    int fd = shm_open(h.name, O_RDWR, 0);
+    if (fd < 0)
+        return CUDA_ERROR_INVALID_HANDLE; /* the exporter freed it (or never existed) */
+    struct stat st;
+    void *m = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size == h.size)
+        m = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return CUDA_ERROR_INVALID_HANDLE;
+    unsigned long long rounded;
+    if (round_up(h.size, DEV_ALIGN, &rounded) || rounded + DEV_ALIGN > FAKE_DEV_END - g_next_dev ||
+        grow((void **)&g_dev, &g_cap_dev, g_ndev_allocs + 1, sizeof *g_dev)) {
+        munmap(m, h.size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    struct dev_alloc *d = &g_dev[g_ndev_allocs++];
+    d->base = g_next_dev;
+    d->size = h.size;
+    d->device = c->device;
+    d->backing = m;
+    memcpy(d->shm_name, h.name, sizeof d->shm_name);
+    d->ipc_opened = 1;
+    g_next_dev += rounded + DEV_ALIGN;
+    *pdptr = d->base;
+    return CUDA_SUCCESS;
+}
+
+static CUresult do_ipc_close(CUdeviceptr p) {
+    struct fake_ctx *c = NULL;
+    CUresult r = need_ctx(&c);
+    if (r)
+        return r;
+    long i = find_dev(p);
+    if (i < 0 || g_dev[i].base != p || !g_dev[i].ipc_opened)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "0x%llx is not a mapping from cuIpcOpenMemHandle", p);
+    struct dev_alloc *d = &g_dev[i];
+    drain_refs(CU_MEMORYTYPE_DEVICE, (uintptr_t)d->base, (uintptr_t)(d->base + d->size), "IPC mapping");
+    d = &g_dev[i];
+    release_backing(d);
+    remove_dev(i);
+    return CUDA_SUCCESS;
+}
+
+static CUresult do_address_range(CUdeviceptr *pbase, size_t *psize, CUdeviceptr p) {
+    struct fake_ctx *c = NULL;
+    CUresult r = need_ctx(&c);
+    if (r)
+        return r;
+    long i = find_dev(p);
+    if (i < 0)
+        return misuse(CUDA_ERROR_INVALID_VALUE, "0x%llx is not inside a live device allocation", p);
+    if (pbase)
+        *pbase = g_dev[i].base;
+    if (psize)
+        *psize = g_dev[i].size;
+    return CUDA_SUCCESS;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Exported driver entry points.
  * ------------------------------------------------------------------------------------------- */
 
@@ -1188,6 +1369,20 @@ EXPORT CUresult cuGetErrorName(CUresult e, const char **s) {
 
 EXPORT CUresult cuGetErrorString(CUresult e, const char **s) {
     WRAP(cuGetErrorString, do_error_str(e, s, 0));
+}
+
+EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p) {
+    WRAP(cuIpcGetMemHandle, do_ipc_get(h, p));
+}
+
+EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned flags) {
+    WRAP(cuIpcOpenMemHandle_v2, do_ipc_open(p, h, flags));
+}
+
+EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p) { WRAP(cuIpcCloseMemHandle, do_ipc_close(p)); }
+
+EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p) {
+    WRAP(cuMemGetAddressRange_v2, do_address_range(base, size, p));
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 # Exactly the driver entry points dlbridge uses may carry a cu prefix.
 expected="cuCtxPopCurrent_v2 cuCtxPushCurrent_v2 cuCtxSynchronize cuDeviceGet cuDeviceGetCount
 cuDeviceGetName cuDevicePrimaryCtxRetain cuDriverGetVersion cuEventCreate cuEventDestroy_v2
-cuEventRecord cuEventSynchronize cuGetErrorName cuGetErrorString cuInit cuMemAlloc_v2
+cuEventRecord cuEventSynchronize cuGetErrorName cuGetErrorString cuInit cuIpcCloseMemHandle
+cuIpcGetMemHandle cuIpcOpenMemHandle_v2 cuMemAlloc_v2 cuMemGetAddressRange_v2
 cuMemFreeHost cuMemFree_v2 cuMemHostAlloc cuMemcpy2DAsync_v2 cuMemcpyDtoDAsync_v2
 cuMemcpyDtoHAsync_v2 cuMemcpyHtoDAsync_v2 cuMemcpyPeerAsync cuMemsetD8Async
 cuStreamSynchronize"

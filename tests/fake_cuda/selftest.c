@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The driver ABI, declared locally (no NVIDIA header). */
@@ -68,6 +69,13 @@ CUresult cuEventSynchronize(CUevent);
 CUresult cuEventDestroy_v2(CUevent);
 CUresult cuGetErrorName(CUresult, const char **);
 CUresult cuGetErrorString(CUresult, const char **);
+typedef struct {
+    char reserved[64];
+} CUipcMemHandle;
+CUresult cuIpcGetMemHandle(CUipcMemHandle *, CUdeviceptr);
+CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *, CUipcMemHandle, unsigned);
+CUresult cuIpcCloseMemHandle(CUdeviceptr);
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *, size_t *, CUdeviceptr);
 
 void fake_cuda_fail_allocs_after(long);
 void fake_cuda_fail_copies_after(long);
@@ -141,6 +149,7 @@ static int g_checks, g_failed;
     } while (0)
 
 static CUcontext g_ctx0, g_ctx1;
+static const char *g_self; /* argv[0], for the IPC test's child */
 
 static int all_bytes(const unsigned char *p, size_t n, unsigned char v) {
     for (size_t i = 0; i < n; i++)
@@ -760,6 +769,88 @@ static void test_threads(void) {
     OK(cuCtxPopCurrent_v2(NULL));
 }
 
+/* IPC: an exported allocation opened in a forked child, written there, the write seen here. */
+static void test_ipc(void) {
+    enum { N = 300 };
+    CUcontext c;
+    OK(cuCtxPushCurrent_v2(g_ctx0));
+    CUdeviceptr d = 0, base = 0, opened = 0;
+    size_t size = 0;
+    OK(cuMemAlloc_v2(&d, N));
+    OK(cuMemsetD8Async(d, 0x5A, N, S_PER_THREAD));
+    CUipcMemHandle h, h2;
+    MISUSE(cuIpcGetMemHandle(NULL, d), E_VALUE);
+    MISUSE(cuIpcGetMemHandle(&h, d + 1), E_VALUE);
+    OK(cuIpcGetMemHandle(&h, d)); /* the queued memset moves with the backing */
+    OK(cuIpcGetMemHandle(&h2, d));
+    CHECK(memcmp(&h, &h2, sizeof h) == 0);
+    OK(cuCtxSynchronize());
+    CHECK(dev_all(d, N, 0x5A));
+    OK(cuMemGetAddressRange_v2(&base, &size, d + 7));
+    EQ(base, d);
+    EQ(size, N);
+    /* Not in the exporting process (the real driver refuses too), and not a misuse. */
+    CLEAN(cuIpcOpenMemHandle_v2(&opened, h, 1), E_CONTEXT);
+    CUipcMemHandle bad;
+    memset(&bad, 0, sizeof bad);
+    CLEAN(cuIpcOpenMemHandle_v2(&opened, bad, 1), E_HANDLE);
+    MISUSE(cuIpcCloseMemHandle(d), E_VALUE);
+    /* A new process (exec, so that it starts with a fresh fake and, under valgrind, runs
+     * natively) opens the handle, checks and writes the memory, and closes it. */
+    char hex[2 * sizeof h + 1];
+    for (size_t i = 0; i < sizeof h; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)h.reserved[i]);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(g_self, g_self, "ipc-child", hex, (char *)NULL);
+        _exit(127);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    unsigned char last = 0;
+    EQ(fake_cuda_read(d + N - 1, &last, 1), 0);
+    EQ(last, 0x70); /* the child's write */
+    OK(cuMemFree_v2(d));
+    OK(cuCtxPopCurrent_v2(&c));
+}
+
+/* The IPC test's child: argv[2] is the handle in hex. */
+static void mode_ipc_child(const char *hex) {
+    enum { N = 300 };
+    CUipcMemHandle h;
+    CHECK(strlen(hex) == 2 * sizeof h);
+    for (size_t i = 0; i < sizeof h && hex[2 * i]; i++) {
+        unsigned v = 0;
+        sscanf(hex + 2 * i, "%2x", &v);
+        h.reserved[i] = (char)v;
+    }
+    CUdevice dev;
+    CUcontext ctx, c;
+    OK(cuInit(0));
+    OK(cuDeviceGet(&dev, 0));
+    OK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    OK(cuCtxPushCurrent_v2(ctx));
+    CUdeviceptr m = 0, base = 0;
+    size_t size = 0;
+    MISUSE(cuIpcOpenMemHandle_v2(&m, h, 0), E_VALUE); /* flags must be LAZY_ENABLE_PEER_ACCESS */
+    OK(cuIpcOpenMemHandle_v2(&m, h, 1));
+    EQ(fake_cuda_live_device_allocations(), 1);
+    OK(cuMemGetAddressRange_v2(&base, &size, m + 5));
+    EQ(base, m);
+    EQ(size, N);
+    CHECK(dev_all(m, N, 0x5A));
+    MISUSE(cuMemFree_v2(m), E_VALUE); /* a mapping is closed, not freed */
+    unsigned char v = 0x70;
+    OK(cuMemcpyHtoDAsync_v2(m + N - 1, &v, 1, S_PER_THREAD));
+    OK(cuCtxSynchronize());
+    OK(cuIpcCloseMemHandle(m));
+    MISUSE(cuIpcCloseMemHandle(m), E_VALUE);
+    OK(cuCtxPopCurrent_v2(&c));
+    EQ(fake_cuda_live_device_allocations(), 0);
+}
+
 static void test_all_released(void) {
     EQ(fake_cuda_live_device_allocations(), 0);
     EQ(fake_cuda_live_host_allocations(), 0);
@@ -783,6 +874,7 @@ static void mode_main(void) {
     test_threads();
     test_error_strings();
     test_write_combined_and_counters();
+    test_ipc();
     test_all_released();
 }
 
@@ -834,6 +926,7 @@ static void mode_smallmem(void) {
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "main";
+    g_self = argv[0];
     if (!getenv("FAKE_CUDA_VERBOSE"))
         setenv("FAKE_CUDA_QUIET", "1", 1); /* misuses are expected here; keep the log short */
     if (strcmp(mode, "main") == 0)
@@ -844,6 +937,8 @@ int main(int argc, char **argv) {
         mode_nodev();
     else if (strcmp(mode, "smallmem") == 0)
         mode_smallmem();
+    else if (strcmp(mode, "ipc-child") == 0 && argc > 2)
+        mode_ipc_child(argv[2]);
     else {
         fprintf(stderr, "usage: %s main|initfail|nodev|smallmem\n", argv[0]);
         return 2;

@@ -112,6 +112,13 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dlb_tensor_to_dlpack": (_status, [_tensor_p, POINTER(c_void_p)]),
     "dlb_tensor_from_dlpack_versioned": (_status, [c_void_p, POINTER(_tensor_p)]),
     "dlb_tensor_from_dlpack": (_status, [c_void_p, POINTER(_tensor_p)]),
+    # Tensors across processes (_shared.py).
+    "dlb_tensor_zeros_shared": (_status, [POINTER(c_int64), c_int32, DLDataType, POINTER(_tensor_p)]),
+    "dlb_tensor_empty_shared": (_status, [POINTER(c_int64), c_int32, DLDataType, POINTER(_tensor_p)]),
+    "dlb_tensor_is_shared": (c_bool, [_tensor_p]),
+    "dlb_tensor_share": (_status, [_tensor_p, POINTER(_tensor_p)]),
+    "dlb_tensor_to_ipc": (_status, [_tensor_p, c_void_p, POINTER(c_int32)]),
+    "dlb_tensor_from_ipc": (_status, [c_void_p, ctypes.c_size_t, c_int32, POINTER(_tensor_p)]),
 }
 
 # The Python helpers (src/ffi/python/mod.rs), called with the GIL held. dlb_py_function returns a

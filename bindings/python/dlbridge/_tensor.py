@@ -8,7 +8,7 @@ import sys
 from ctypes import _Pointer as _CPointer, byref, c_int64, c_void_p, cast, sizeof
 from typing import Any, Optional, Sequence, Tuple, Union
 
-from . import _lib
+from . import _lib, _shared  # _shared: tensors across processes (issue 18)
 from ._lib import DLDataType, DLDevice, lib, pylib
 
 __all__ = ["Tensor", "empty", "zeros", "from_dlpack", "live_allocations", "cuda_device_count", "DTYPES"]
@@ -225,10 +225,13 @@ class Tensor(_lib.TensorBase):
     def __deepcopy__(self, memo: Any) -> "Tensor":
         return self.copy()
 
-    # -- issue 18 (shared memory, pickling) attaches here: is_shared, share_memory ------------
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError("a dlbridge.Tensor cannot be pickled: export it (DLPack) or copy it to NumPy")
+    # -- across processes (issue 18: the logic is in _shared.py) --
+    # pickle: CPU tensors by value (protocol 5: out-of-band buffers); multiprocessing: shared
+    # tensors as handles (registered with its ForkingPickler below the class).
+    __reduce_ex__ = _shared.reduce_ex
+    is_shared = property(_shared.is_shared)
+    share_memory = _shared.share_memory
+    # -- end of issue 18's lines --
 
     def __repr__(self) -> str:
         if not self._h:
@@ -418,8 +421,8 @@ def _numpy_slow(self: Tensor) -> Any:
 
 
 def _empty_shared(shape: Any, dtype: Any, device: Any, zero: bool) -> Tensor:
-    """empty/zeros(shared=True): shared-memory tensors (another change brings them)."""
-    raise NotImplementedError("shared-memory tensors are not available in this build")
+    """empty/zeros(shared=True): host memory other processes can map (see _shared.py)."""
+    return _shared.empty_shared(shape, dtype, device, zero)
 
 
 def _create_slow(shape: Any, dtype: Any, device: Any, zero: bool, shared: Any) -> Tensor:
@@ -430,6 +433,9 @@ def _create_slow(shape: Any, dtype: Any, device: Any, zero: bool, shared: Any) -
     arr, n = _dims(shape, "shape")
     fn = lib.dlb_tensor_zeros if zero else lib.dlb_tensor_empty
     return _produce(fn, arr, n, _dtype(dtype), _device(device))
+
+
+_shared.register(Tensor)  # issue 18: the class for _shared, and multiprocessing's reducer
 
 
 class _Reinterpret:
