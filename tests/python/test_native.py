@@ -115,12 +115,14 @@ def test_argument_errors_of_the_native_functions():
         dlbridge.from_dlpack()
 
 
-def test_shared_tensors_are_not_in_this_build():
-    with pytest.raises(NotImplementedError, match="shared-memory tensors"):
-        dlbridge.zeros((2,), shared=True)
-    with pytest.raises(NotImplementedError):
-        dlbridge.empty((2,), "int8", "cpu", shared=1)
-    assert dlbridge.zeros((2,), shared=False).shape == (2,)
+def test_shared_keyword_reaches_shared_memory():
+    # The native empty/zeros hand shared= (any truthy value) to the shared-memory path.
+    z = dlbridge.zeros((2,), shared=True)
+    assert z.is_shared and z.shape == (2,) and z.numpy().tolist() == [0.0, 0.0]
+    e = dlbridge.empty((3,), "int8", "cpu", shared=1)
+    assert e.is_shared and e.dtype == "int8"
+    assert not dlbridge.zeros((2,), shared=False).is_shared
+    assert not dlbridge.empty((2,)).is_shared
 
 
 def test_signatures_are_visible():
