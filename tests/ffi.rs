@@ -765,6 +765,12 @@ fn header_declares_every_contract_function() {
         "dlb_tensor_to_dlpack",
         "dlb_tensor_from_dlpack_versioned",
         "dlb_tensor_from_dlpack",
+        "dlb_tensor_empty_shared",
+        "dlb_tensor_zeros_shared",
+        "dlb_tensor_is_shared",
+        "dlb_tensor_share",
+        "dlb_tensor_to_ipc",
+        "dlb_tensor_from_ipc",
     ] {
         assert!(header.contains(&format!("{name}(")), "{name} missing from include/dlbridge.h");
     }
