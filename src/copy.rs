@@ -18,8 +18,9 @@
 //! odd strides need no alignment.
 
 mod transpose;
+#[cfg(test)]
+mod tune;
 
-use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use crate::layout::MAX_NDIM;
@@ -269,7 +270,8 @@ pub(crate) enum Isa {
 
 impl Isa {
     fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
+        // Miri runs the portable kernels: it checks the tile loops, not the intrinsics.
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Isa::Avx2;
         }
@@ -292,7 +294,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
         if inner.src == size {
             let row = inner.n * itemsize;
             let total = outer.iter().map(|d| d.n).product::<usize>() * row;
-            if !outer.is_empty() && total >= transpose::STREAM_MIN_BYTES && row >= STREAM_MIN_ROW {
+            if !outer.is_empty() && total >= ROW_STREAM_MIN_BYTES && row >= STREAM_MIN_ROW {
                 // SAFETY: each row is `row` contiguous bytes in both layouts.
                 unsafe { for_each_outer(outer, src, dst, |s, d| stream_copy(s, d, row)) };
                 store_fence();
@@ -315,18 +317,10 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
                 nj: inner.n,
                 stream: dims.iter().map(|d| d.n).product::<usize>() * itemsize >= transpose::STREAM_MIN_BYTES,
             };
-            // The tile buffer: on the heap when it can be had, else a smaller one on the stack
-            // (smaller tiles, same result).
-            let mut heap = Vec::<u8>::new();
-            let mut stack = [MaybeUninit::<u8>::uninit(); transpose::FALLBACK_BYTES];
-            let buf = match heap.try_reserve_exact(transpose::buffer_bytes(itemsize)) {
-                Ok(()) => heap.spare_capacity_mut(),
-                Err(_) => &mut stack[..],
-            };
             // SAFETY: each plane is exactly the elements of the two dimensions at one position
             // of the others.
             unsafe {
-                for_each_outer(&rest, src, dst, |s, d| transpose::transpose(plane(s, d), itemsize, isa, buf))
+                for_each_outer(&rest, src, dst, |s, d| transpose::transpose(plane(s, d), itemsize, isa))
             };
             return;
         }
@@ -401,6 +395,10 @@ unsafe fn for_each_row_with(
         })
     };
 }
+
+/// Row copies (padded or broadcast rows) at least this large write their destination with
+/// non-temporal stores (measured on float32 rows: even at 4 MiB, faster from 16 MiB on).
+const ROW_STREAM_MIN_BYTES: usize = 8 << 20;
 
 /// Rows of at least this many bytes are worth streaming (aligning the destination costs a
 /// partial vector at each end).
@@ -839,35 +837,60 @@ mod tests {
         }
     }
 
-    /// Tile buffers smaller than the measured size (the stack fallback when the heap refuses, and
-    /// smaller still) give the same result, with either instruction set.
+    /// Planes with every kind of edge (whole line blocks, ragged rows and columns, odd pitches,
+    /// flipped source rows), written with ordinary and with non-temporal stores, with either
+    /// instruction set and into a destination that is aligned or not: the same result as the
+    /// reference.
     #[test]
-    fn transposes_with_small_buffers_match_the_reference() {
+    fn transposes_by_plan_match_the_reference() {
         for itemsize in [1, 2, 4, 8, 16, 3] {
-            let (ni, nj) = if cfg!(miri) { (13, 11) } else { (150, 141) };
-            let src: Vec<u8> = (0..ni * nj * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
-            let size = itemsize as isize;
-            let (ss, ds) = ([size, ni as isize * size], [nj as isize * size, size]);
-            let mut expect = vec![0u8; ni * nj * itemsize];
-            reference_into(&src, 0, &[ni, nj], &ss, &ds, &mut expect, itemsize);
-            for bytes in [transpose::FALLBACK_BYTES, 40 * itemsize, itemsize] {
-                for isa in [Isa::detect(), Isa::Base] {
-                    let mut got = vec![0u8; expect.len()];
-                    let mut buf = vec![MaybeUninit::<u8>::uninit(); bytes];
-                    let plane = transpose::Plane {
-                        src: src.as_ptr(),
-                        src_ld: ss[1],
-                        dst: got.as_mut_ptr(),
-                        dst_ld: ds[0],
-                        ni,
-                        nj,
-                        stream: false,
-                    };
-                    // SAFETY: element (i, j) is read at i + j * ni and written at i * nj + j, both
-                    // below ni * nj, the length of `src` and `got` (separate buffers); `isa` is
-                    // `Isa::Base` or what `Isa::detect` found on this CPU.
-                    unsafe { transpose::transpose(plane, itemsize, isa, &mut buf) };
-                    assert!(got == expect, "itemsize {itemsize}, {bytes}-byte buffer, {isa:?}");
+            let m = 64 / itemsize;
+            let shapes: &[(usize, usize)] = if cfg!(miri) {
+                &[(m + 1, m + 2)]
+            } else {
+                &[(2 * m, 3 * m), (3 * m + 5, 2 * m + 3), (5, 7)]
+            };
+            for &(ni, nj) in shapes {
+                for (pitch, flip) in [(ni, false), (ni + 1, false), (ni, true)] {
+                    let src: Vec<u8> = (0..nj * pitch * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
+                    let size = itemsize as isize;
+                    let (first, ld) =
+                        if flip { ((nj - 1) * pitch, -(pitch as isize)) } else { (0, pitch as isize) };
+                    let first = (first * itemsize) as isize;
+                    let (ss, ds) = ([size, ld * size], [nj as isize * size, size]);
+                    let mut expect = vec![0u8; ni * nj * itemsize];
+                    reference_into(&src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
+                    for stream in [false, true] {
+                        for isa in [Isa::detect(), Isa::Base] {
+                            for shift in [0, 16, 1] {
+                                let mut got = vec![0u8; expect.len() + 128];
+                                // Line-aligned, so that `shift` decides the destination's alignment.
+                                let at = got.as_ptr().align_offset(64) + shift;
+                                let plane = transpose::Plane {
+                                    // SAFETY: `first` is inside `src` (see `reference_into`).
+                                    src: unsafe { src.as_ptr().offset(first) },
+                                    src_ld: ss[1],
+                                    // SAFETY: at < 64 + 16, inside the 128 spare bytes of `got`.
+                                    dst: unsafe { got.as_mut_ptr().add(at) },
+                                    dst_ld: ds[0],
+                                    ni,
+                                    nj,
+                                    stream,
+                                };
+                                // SAFETY: element (i, j) is read at first + i + j * ld elements
+                                // (inside `src`, as `reference_into` has checked) and written at
+                                // i * nj + j of the ni * nj elements from `at`, inside `got` (at
+                                // < 80 of 128 spare bytes); separate buffers; `isa` is Base or
+                                // detected.
+                                unsafe { transpose::transpose(plane, itemsize, isa) };
+                                assert!(
+                                    got[at..at + expect.len()] == expect[..],
+                                    "{ni}x{nj} itemsize {itemsize} pitch {pitch} flip {flip} stream {stream} \
+                                     {isa:?} shift {shift}"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -876,9 +899,12 @@ mod tests {
     /// A transpose large enough for non-temporal stores, into an aligned and a misaligned
     /// destination (where they cannot be used).
     #[test]
-    #[cfg_attr(miri, ignore = "9 MiB is too slow under Miri; the same tile loop runs there on small planes")]
+    #[cfg_attr(
+        miri,
+        ignore = "25 MiB is too slow under Miri; the same block loop runs there on small planes"
+    )]
     fn large_transposes_stream_correctly() {
-        let n = 1500usize;
+        let n = 2600usize;
         assert!(n * n * 4 >= transpose::STREAM_MIN_BYTES);
         let src: Vec<u32> = (0..(n * n) as u32).collect();
         for shift in [0usize, 1] {
@@ -928,7 +954,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "8 MiB is too slow under Miri; stream_copy runs there on its own")]
     fn large_row_copies_stream_correctly() {
         for (itemsize, shift) in [(4, 0), (4, 1), (1, 3), (8, 0), (16, 5)] {
-            let (rows, cols) = ((transpose::STREAM_MIN_BYTES / itemsize).div_ceil(1021), 1021);
+            let (rows, cols) = ((ROW_STREAM_MIN_BYTES / itemsize).div_ceil(1021), 1021);
             let src: Vec<u8> =
                 (0..(rows * (cols + 3) + 1) * itemsize).map(|i| (i * 31 + i / 9) as u8).collect();
             let size = itemsize as isize;

@@ -1,11 +1,20 @@
 //! Transposing copies: `dst[i][j] = src[j][i]` over a plane whose source is contiguous along `i`
-//! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
-//! square register blocks that a SIMD micro-kernel transposes in registers.
+//! and whose destination is contiguous along `j`.
 //!
-//! Micro-kernels (x86-64): 8x8 of 1 and 2 bytes with SSE2 (always present), 8x8 of 4 bytes and
-//! 4x4 of 8 bytes with AVX2 when the CPU has it (checked at run time), else 4x4 and 2x2 with
-//! SSE2. Sixteen-byte elements are one vector each and move one by one; other sizes and other
-//! architectures use the portable element loop, still tiled.
+//! The unit of work is a *line block*: the square of elements that is one 64-byte cache line
+//! wide in both layouts (64x64 one-byte elements, 32x32 two-byte, 16x16 four-byte, 8x8
+//! eight-byte, 4x4 sixteen-byte). A line block reads whole source lines and writes whole
+//! destination lines, so no line has to stay in a cache between blocks: nothing is read twice
+//! and, for copies larger than the last-level cache, every destination line can go out with
+//! non-temporal stores (bypassing the caches, so it is never first read from memory). Line
+//! blocks are visited in tiles (`TILE_BYTES` of source rows by `TILE_BYTES` of destination rows)
+//! so that the pages a tile touches stay within the TLB.
+//!
+//! Inside a line block, SIMD micro-kernels transpose square register blocks (x86-64): 16x16 one-
+//! byte and 8x8 two-byte elements with SSE2 (always present), 8x8 four-byte and 4x4 eight-byte
+//! with AVX2 when the CPU has it (checked at run time), else 4x4 and 2x2 with SSE2; sixteen-byte
+//! elements are one vector each. Other element sizes, other architectures and Miri use the
+//! portable element loop over the same blocks.
 
 use std::mem::MaybeUninit;
 
@@ -24,52 +33,27 @@ pub(super) struct Plane {
     pub ni: usize,
     /// Extent along `j` (the destination's contiguous dimension).
     pub nj: usize,
-    /// Write the destination with non-temporal stores (for copies much larger than the caches).
+    /// Write the destination with non-temporal stores (for copies larger than the caches).
     pub stream: bool,
 }
 
-/// Transposing copies at least this large write their destination with non-temporal stores:
-/// they bypass the caches, so the destination's lines are not first read from memory. Measured
-/// here on float32 squares, best of 7: even at 1024x1024 (4 MiB), 30-70% faster from 2048x2048
-/// (16 MiB) on.
-pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
+/// Transposing copies at least this large write their destination with non-temporal stores.
+/// Below it, source and destination together fit in the last-level cache (32 MiB on the machine
+/// this was measured on) and ordinary stores, which leave the result in the cache for whoever
+/// reads it next, were as fast or faster; see docs/benchmarks.md.
+pub(super) const STREAM_MIN_BYTES: usize = 24 << 20;
 
-/// Tile edge, in elements, per element size. Chosen by measurement on the 2-core AMD EPYC
-/// (Zen 3) this project runs on: square transposes (8192x8192 for 1, 2 and 4 bytes, 4096x4096 for
-/// 8 and 16) swept over square and rectangular tiles from 16 to 512 elements a side, best of 7
-/// (the tile loop took its edges from the environment for the sweep). Throughput rose up to
-/// tiles of about 512 bytes by 128 rows and was flat (within the machine's noise) beyond, so each
-/// size takes the smallest tile on that plateau. Tiles this large live in L2, not L1: at
-/// power-of-two row pitches every row of a tile maps to the same L1 sets anyway.
+/// The cache line: the edge of a line block in bytes.
+const LINE: usize = 64;
+
+/// A tile covers this many bytes of each source row and of each destination row: at most
+/// `TILE_BYTES / 64 * element size` rows of either layout, so with rows a page or more apart a
+/// tile touches a few dozen pages of each (the first-level TLB holds 64 to 96).
+const TILE_BYTES: usize = 1024;
+
+/// The edge, in elements, of the square a tile covers (tests use it to cross tile borders).
 pub(super) const fn tile_edge(itemsize: usize) -> usize {
-    match itemsize {
-        1 | 2 => 256,
-        4 => 128,
-        _ => 64,
-    }
-}
-
-/// Bytes of tile buffer `transpose` needs for full-size tiles of elements of `itemsize` bytes.
-pub(super) const fn buffer_bytes(itemsize: usize) -> usize {
-    let edge = tile_edge(itemsize);
-    edge * edge * itemsize
-}
-
-/// A tile buffer this small fits on any thread's stack: the fallback when the full-size one
-/// cannot be allocated.
-pub(super) const FALLBACK_BYTES: usize = 16 << 10;
-
-/// The tile edge for a buffer of `bytes` bytes: the measured edge, or less when the buffer is
-/// smaller, a multiple of 8 (every micro-kernel's block edge divides 8), and at least 1.
-fn edge_for(itemsize: usize, bytes: usize) -> usize {
-    let mut edge = tile_edge(itemsize);
-    while edge > 8 && edge * edge * itemsize > bytes {
-        edge -= 8;
-    }
-    while edge > 1 && edge * edge * itemsize > bytes {
-        edge -= 1;
-    }
-    edge
+    TILE_BYTES / itemsize
 }
 
 /// A register-block transpose of `R x R` elements.
@@ -81,38 +65,38 @@ trait Micro {
     unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize);
 }
 
-/// Transposes `p` with elements of `itemsize` bytes.
-///
-/// `buf` is scratch space: `buffer_bytes(itemsize)` bytes give the measured tile size, fewer give
-/// smaller tiles (at least one element: `itemsize` bytes).
+/// Transposes `p` with elements of `itemsize` bytes. Allocates nothing: a non-temporal copy
+/// stages each line block in a 4 KiB buffer on the stack.
 ///
 /// # Safety
 /// Every element of the plane is readable at its source address and writable at its destination
-/// address, and the two ranges do not overlap.
-pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa, buf: &mut [MaybeUninit<u8>]) {
-    assert!(buf.len() >= itemsize, "transpose buffer too small");
-    let tile = (edge_for(itemsize, buf.len()), buf.as_mut_ptr().cast::<u8>());
+/// address, and the two ranges do not overlap; `isa` is `Isa::Base` or what `Isa::detect` found.
+pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     // SAFETY: in every arm, per this function's contract; AVX2 kernels run only when `isa` says
     // the CPU has AVX2.
     unsafe {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
-            (1, _) => return tiles::<1, x86::B8x8x1>(p, tile),
-            (2, _) => return tiles::<2, x86::B8x8x2>(p, tile),
-            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p, tile),
-            (4, _) => return tiles::<4, x86::B4x4x4>(p, tile),
-            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p, tile),
-            (8, _) => return tiles::<8, x86::B2x2x8>(p, tile),
+            (1, Isa::Avx2) => return x86::blocks_avx2::<1, x86::B16x16x1>(p),
+            (1, _) => return blocks::<1, x86::B16x16x1>(p),
+            (2, Isa::Avx2) => return x86::blocks_avx2::<2, x86::B8x8x2>(p),
+            (2, _) => return blocks::<2, x86::B8x8x2>(p),
+            (4, Isa::Avx2) => return x86::blocks_avx2::<4, x86::B8x8x4>(p),
+            (4, _) => return blocks::<4, x86::B4x4x4>(p),
+            (8, Isa::Avx2) => return x86::blocks_avx2::<8, x86::B4x4x8>(p),
+            (8, _) => return blocks::<8, x86::B2x2x8>(p),
+            (16, Isa::Avx2) => return x86::blocks_avx2::<16, Scalar<16>>(p),
+            (16, _) => return blocks::<16, Scalar<16>>(p),
             _ => {}
         }
         let _ = isa;
         match itemsize {
-            1 => tiles::<1, Scalar<1>>(p, tile),
-            2 => tiles::<2, Scalar<2>>(p, tile),
-            4 => tiles::<4, Scalar<4>>(p, tile),
-            8 => tiles::<8, Scalar<8>>(p, tile),
-            16 => tiles::<16, Scalar<16>>(p, tile),
-            n => tiles_any(p, tile, n),
+            1 => blocks::<1, Scalar<1>>(p),
+            2 => blocks::<2, Scalar<2>>(p),
+            4 => blocks::<4, Scalar<4>>(p),
+            8 => blocks::<8, Scalar<8>>(p),
+            16 => blocks::<16, Scalar<16>>(p),
+            n => tiles_any(p, n),
         }
     }
 }
@@ -124,95 +108,125 @@ impl<const N: usize> Micro for Scalar<N> {
     #[inline(always)]
     unsafe fn run(s: *const u8, _: isize, d: *mut u8, _: isize) {
         // SAFETY: per the trait contract.
-        unsafe { d.cast::<[u8; N]>().write_unaligned(s.cast::<[u8; N]>().read_unaligned()) }
+        unsafe { move_n::<N>(s, d) }
     }
 }
 
-/// The tile loop for elements of `N` bytes with micro-kernel `K`.
+/// A staging buffer for one line block: 64 lines of 64 bytes, line-aligned.
+#[repr(C, align(64))]
+struct Staging([MaybeUninit<u8>; LINE * LINE]);
+
+/// The line-block loop for elements of `N` bytes with micro-kernel `K` (whose `R` divides
+/// `64 / N`), then the ragged edges element by element.
 ///
-/// Each tile is transposed into a small buffer and then written out row by row. Reading the
-/// source tile row by row and writing whole destination rows keeps every cache line in use for
-/// a short time: transposing straight into the destination writes a column of half-lines whose
-/// rows, at a power-of-two pitch, all fall in the same cache set and evict each other before
-/// their other halves are written (measured: about half the throughput at 8192x8192).
+/// Loop order: tiles along `j` (source rows), then along `i`; inside a tile, line blocks along
+/// `j`, then along `i`, so that the `64 / N` source rows of a block row are read front to back
+/// (what the hardware prefetchers follow) while the destination takes whole lines wherever they
+/// fall. Each block asks for the source lines of the block after the next.
 ///
 /// # Safety
-/// As for `transpose`, `tile.1` is a buffer of `tile.0 * tile.0 * N` bytes, and the CPU has
-/// `K`'s features.
+/// As for `transpose`, and the CPU has `K`'s features.
 #[inline(always)]
-unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8)) {
-    let (ti, tj) = (tile, tile);
-    let pitch = tj * N; // buffer bytes per destination row
+unsafe fn blocks<const N: usize, K: Micro>(p: Plane) {
+    let m = LINE / N; // line block edge in elements
     let size = N as isize;
+    let (ni, nj) = (p.ni - p.ni % m, p.nj - p.nj % m);
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
-    let r = K::R;
-    for i0 in (0..p.ni).step_by(ti) {
-        let i1 = (i0 + ti).min(p.ni);
-        for j0 in (0..p.nj).step_by(tj) {
-            let j1 = (j0 + tj).min(p.nj);
-            let in_buf = |i: usize, j: usize| b.wrapping_add((i - i0) * pitch + (j - j0) * N);
-            // Source rows j, in groups of R, into buffer columns.
-            let mut j = j0;
-            while j + r <= j1 {
-                // Ask for the same rows of the next tile down, while this one is transposed.
-                if j + tj + r <= p.nj {
-                    for jj in j + tj..j + tj + r {
-                        for off in (0..(i1 - i0) * N).step_by(64) {
-                            prefetch(src_at(i0, jj).wrapping_add(off));
-                        }
+    let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
+    // Non-temporal stores need 16-byte aligned destination lines; otherwise ordinary stores.
+    let stream = p.stream
+        && cfg!(all(target_arch = "x86_64", not(miri)))
+        && p.dst.addr().is_multiple_of(16)
+        && p.dst_ld.unsigned_abs().is_multiple_of(16);
+    let mut staging = Staging([MaybeUninit::uninit(); LINE * LINE]);
+    let stage = staging.0.as_mut_ptr().cast::<u8>();
+    // One line block: transposed into the staging buffer, then written out a line at a time.
+    let line_block = |i0: usize, j0: usize| {
+        let (out, out_ld) = (stage, LINE as isize);
+        let mut jb = 0;
+        while jb < m {
+            let mut ib = 0;
+            while ib < m {
+                let d = out.wrapping_offset(ib as isize * out_ld + (jb * N) as isize);
+                // SAFETY: the R x R block at (i0 + ib, j0 + jb) lies in the plane; `d`
+                // is that block in the destination or in the staging buffer (row
+                // pitch 64 bytes, `m` rows of 64 bytes).
+                unsafe { K::run(src_at(i0 + ib, j0 + jb), p.src_ld, d, out_ld) };
+                ib += K::R;
+            }
+            jb += K::R;
+        }
+        for k in 0..m {
+            // SAFETY: staging row k holds destination row i0 + k, columns j0..j0 + m
+            // (64 bytes), which lie in the plane; the destination is 16-byte aligned
+            // when streaming.
+            unsafe {
+                if stream {
+                    stream_line(stage.add(k * LINE), dst_at(i0 + k, j0))
+                } else {
+                    std::ptr::copy_nonoverlapping(stage.add(k * LINE), dst_at(i0 + k, j0), LINE)
+                }
+            }
+        }
+    };
+    let tile = tile_edge(N);
+    for jt in (0..nj).step_by(tile) {
+        let jt1 = (jt + tile).min(nj);
+        for it in (0..ni).step_by(tile) {
+            let it1 = (it + tile).min(ni);
+            // Streaming: block rows along j outside, so that the source rows are read front to
+            // back; cached: along i outside, so that the destination rows are written front to
+            // back (their lines must be fetched before they are written, and the prefetchers
+            // follow sequential stores).
+            if stream {
+                for j0 in (jt..jt1).step_by(m) {
+                    for i0 in (it..it1).step_by(m) {
+                        line_block(i0, j0);
                     }
                 }
-                let mut i = i0;
-                while i + r <= i1 {
-                    // SAFETY: the R x R block at (i, j) lies in the plane and in the buffer.
-                    unsafe { K::run(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
-                    i += r;
+            } else {
+                for i0 in (it..it1).step_by(m) {
+                    for j0 in (jt..jt1).step_by(m) {
+                        line_block(i0, j0);
+                    }
                 }
-                for jj in j..j + r {
-                    // SAFETY: as above, element by element.
-                    (i..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
-                }
-                j += r;
-            }
-            for jj in j..j1 {
-                // SAFETY: as above.
-                (i0..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
-            }
-            // Buffer rows out to the destination.
-            for i in i0..i1 {
-                let d = p.dst.wrapping_offset(i as isize * p.dst_ld + j0 as isize * size);
-                // SAFETY: the destination row segment (i, j0..j1) lies in the plane; the buffer
-                // row was filled above and does not overlap it.
-                unsafe { store_row(in_buf(i, j0), d, (j1 - j0) * N, p.stream) };
             }
         }
     }
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if p.stream {
-        // SAFETY: a store fence has no memory-safety preconditions.
-        unsafe { std::arch::x86_64::_mm_sfence() };
+    // Ragged edges: the rows of i past the last whole block, and the columns of j past it.
+    for i in ni..p.ni {
+        // SAFETY: (i, j) lies in the plane.
+        (0..p.nj).for_each(|j| unsafe { move_n::<N>(src_at(i, j), dst_at(i, j)) });
+    }
+    for j in nj..p.nj {
+        // SAFETY: as above.
+        (0..ni).for_each(|i| unsafe { move_n::<N>(src_at(i, j), dst_at(i, j)) });
+    }
+    if stream {
+        super::store_fence();
     }
 }
 
-/// Writes `len` bytes from the tile buffer to the destination: with non-temporal (cache-bypassing)
-/// stores when `stream` and the destination is 16-byte aligned, else an ordinary copy.
+/// Writes one 64-byte line from the staging buffer with non-temporal stores.
 ///
 /// # Safety
-/// `s` readable and `d` writable for `len` bytes; they do not overlap.
+/// `s` readable and `d` writable for 64 bytes, `d` 16-byte aligned; x86-64 only, never under
+/// Miri (callers stream only there).
 #[inline(always)]
-unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
+unsafe fn stream_line(s: *const u8, d: *mut u8) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if stream && d.addr().is_multiple_of(16) && len.is_multiple_of(16) {
+    // SAFETY: per the function contract (SSE2 is part of x86-64).
+    unsafe {
         use std::arch::x86_64::*;
-        for k in (0..len).step_by(16) {
-            // SAFETY: per the function contract; the destination is 16-byte aligned.
-            unsafe { _mm_stream_si128(d.add(k).cast(), _mm_loadu_si128(s.add(k).cast())) };
+        for k in (0..LINE).step_by(16) {
+            _mm_stream_si128(d.add(k).cast(), _mm_load_si128(s.add(k).cast()));
         }
-        return;
     }
-    let _ = stream;
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     // SAFETY: per the function contract.
-    unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
+    unsafe {
+        std::ptr::copy_nonoverlapping(s, d, LINE)
+    }
 }
 
 /// A hint to fetch the cache line holding `p`. Never faults, whatever `p` is.
@@ -239,8 +253,9 @@ unsafe fn move_n<const N: usize>(s: *const u8, d: *mut u8) {
 ///
 /// # Safety
 /// As for `transpose`.
-unsafe fn tiles_any(p: Plane, (tile, _): (usize, *mut u8), itemsize: usize) {
+unsafe fn tiles_any(p: Plane, itemsize: usize) {
     let size = itemsize as isize;
+    let tile = 64;
     for i0 in (0..p.ni).step_by(tile) {
         let i1 = (i0 + tile).min(p.ni);
         for j0 in (0..p.nj).step_by(tile) {
@@ -260,16 +275,17 @@ unsafe fn tiles_any(p: Plane, (tile, _): (usize, *mut u8), itemsize: usize) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Micro, Plane, tiles};
+    use super::{Micro, Plane, blocks};
 
-    /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it.
+    /// The block loop compiled with AVX2, so that AVX2 micro-kernels inline into it (and SSE2
+    /// ones get the shorter VEX encodings).
     ///
     /// # Safety
     /// As for `transpose`, and the CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane, tile: (usize, *mut u8)) {
+    pub(super) unsafe fn blocks_avx2<const N: usize, K: Micro>(p: Plane) {
         // SAFETY: per this function's contract.
-        unsafe { tiles::<N, K>(p, tile) }
+        unsafe { blocks::<N, K>(p) }
     }
 
     /// Source row `k` of a block (`k` steps of the source's leading stride).
@@ -282,40 +298,79 @@ mod x86 {
         d.wrapping_offset(k * dl)
     }
 
-    /// 8x8 one-byte elements: eight 8-byte rows interleaved by 8, 16 and 32 bits.
-    pub(super) struct B8x8x1;
-    impl Micro for B8x8x1 {
-        const R: usize = 8;
+    /// 16x16 one-byte elements: sixteen 16-byte rows interleaved by 8, 16, 32 and 64 bits.
+    pub(super) struct B16x16x1;
+    impl Micro for B16x16x1 {
+        const R: usize = 16;
         #[inline(always)]
         unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
             // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
             unsafe {
-                let ld = |k| _mm_loadl_epi64(row(s, sl, k).cast());
-                let a0 = _mm_unpacklo_epi8(ld(0), ld(1));
-                let a1 = _mm_unpacklo_epi8(ld(2), ld(3));
-                let a2 = _mm_unpacklo_epi8(ld(4), ld(5));
-                let a3 = _mm_unpacklo_epi8(ld(6), ld(7));
-                let b0 = _mm_unpacklo_epi16(a0, a1);
-                let b1 = _mm_unpackhi_epi16(a0, a1);
-                let b2 = _mm_unpacklo_epi16(a2, a3);
-                let b3 = _mm_unpackhi_epi16(a2, a3);
-                // Each result holds two destination rows: the low and the high 8 bytes.
-                for (k, v) in [
-                    _mm_unpacklo_epi32(b0, b2),
-                    _mm_unpackhi_epi32(b0, b2),
-                    _mm_unpacklo_epi32(b1, b3),
-                    _mm_unpackhi_epi32(b1, b3),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let k = 2 * k as isize;
-                    _mm_storel_epi64(out(d, dl, k).cast(), v);
-                    _mm_storel_epi64(out(d, dl, k + 1).cast(), _mm_unpackhi_epi64(v, v));
+                macro_rules! ld {
+                    ($k:expr) => {
+                        _mm_loadu_si128(row(s, sl, $k).cast())
+                    };
                 }
+                let r = [
+                    ld!(0),
+                    ld!(1),
+                    ld!(2),
+                    ld!(3),
+                    ld!(4),
+                    ld!(5),
+                    ld!(6),
+                    ld!(7),
+                    ld!(8),
+                    ld!(9),
+                    ld!(10),
+                    ld!(11),
+                    ld!(12),
+                    ld!(13),
+                    ld!(14),
+                    ld!(15),
+                ];
+                // Each stage pairs neighbours: lo halves into the first eight results, hi halves
+                // into the last eight (constant indices only, so everything stays in registers).
+                macro_rules! stage {
+                    ($v:expr, $lo:ident, $hi:ident) => {{
+                        let v = $v;
+                        [
+                            $lo(v[0], v[1]),
+                            $lo(v[2], v[3]),
+                            $lo(v[4], v[5]),
+                            $lo(v[6], v[7]),
+                            $lo(v[8], v[9]),
+                            $lo(v[10], v[11]),
+                            $lo(v[12], v[13]),
+                            $lo(v[14], v[15]),
+                            $hi(v[0], v[1]),
+                            $hi(v[2], v[3]),
+                            $hi(v[4], v[5]),
+                            $hi(v[6], v[7]),
+                            $hi(v[8], v[9]),
+                            $hi(v[10], v[11]),
+                            $hi(v[12], v[13]),
+                            $hi(v[14], v[15]),
+                        ]
+                    }};
+                }
+                let a = stage!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8);
+                let b = stage!(a, _mm_unpacklo_epi16, _mm_unpackhi_epi16);
+                let c = stage!(b, _mm_unpacklo_epi32, _mm_unpackhi_epi32);
+                let e = stage!(c, _mm_unpacklo_epi64, _mm_unpackhi_epi64);
+                macro_rules! st {
+                    ($($k:literal)*) => {
+                        $(_mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), e[$k]);)*
+                    };
+                }
+                st!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             }
         }
     }
+
+    /// The destination row of each result of `B16x16x1`'s last stage: pairing neighbours four
+    /// times leaves the columns in bit-reversed order.
+    const ROW16: [isize; 16] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
 
     /// 8x8 two-byte elements: eight 16-byte rows interleaved by 16, 32 and 64 bits.
     pub(super) struct B8x8x2;
