@@ -142,8 +142,25 @@ pub unsafe fn copy_strided(
     shape: &[usize],
     itemsize: usize,
 ) {
+    let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
+    let from = if is_transpose(&dims, itemsize) { TRANSPOSE_PARALLEL_MIN_BYTES } else { PARALLEL_MIN_BYTES };
     // SAFETY: forwarded contract.
-    unsafe { copy_strided_with(src, src_strides, dst, dst_strides, shape, itemsize, PARALLEL_MIN_BYTES) }
+    unsafe { copy_strided_with(src, src_strides, dst, dst_strides, shape, itemsize, from) }
+}
+
+/// Transposing copies of at least this many bytes are split across threads: a transpose is
+/// bound by the latency of its scattered lines more than by bandwidth, so a second core pays
+/// off well below `PARALLEL_MIN_BYTES` (see docs/benchmarks.md).
+pub const TRANSPOSE_PARALLEL_MIN_BYTES: usize = 8 << 20;
+
+/// Whether the simplified layout `dims` is copied by the transpose kernels: the destination is
+/// contiguous along its innermost dimension and the source along another one.
+fn is_transpose(dims: &[Dim], itemsize: usize) -> bool {
+    let size = itemsize as isize;
+    match dims.split_last() {
+        Some((inner, outer)) => inner.dst == size && inner.src != size && outer.iter().any(|d| d.src == size),
+        None => false,
+    }
 }
 
 /// `copy_strided` with the size from which it splits the work across threads.
@@ -837,19 +854,15 @@ mod tests {
         }
     }
 
-    /// Planes with every kind of edge (whole line blocks, ragged rows and columns, odd pitches,
-    /// flipped source rows), written with ordinary and with non-temporal stores, with either
-    /// instruction set and into a destination that is aligned or not: the same result as the
-    /// reference.
+    /// Planes around a tile's edge (ragged tiles, odd pitches, flipped source rows), written with
+    /// ordinary and with non-temporal stores, with either instruction set and into destinations
+    /// of every alignment class: the same result as the reference.
     #[test]
     fn transposes_by_plan_match_the_reference() {
         for itemsize in [1, 2, 4, 8, 16, 3] {
-            let m = 64 / itemsize;
-            let shapes: &[(usize, usize)] = if cfg!(miri) {
-                &[(m + 1, m + 2)]
-            } else {
-                &[(2 * m, 3 * m), (3 * m + 5, 2 * m + 3), (5, 7)]
-            };
+            let edge = transpose::tile_edge(itemsize);
+            let shapes: &[(usize, usize)] =
+                if cfg!(miri) { &[(17, 18)] } else { &[(edge, edge), (edge + 5, edge / 2 + 19), (5, 7)] };
             for &(ni, nj) in shapes {
                 for (pitch, flip) in [(ni, false), (ni + 1, false), (ni, true)] {
                     let src: Vec<u8> = (0..nj * pitch * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
@@ -892,6 +905,72 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Random permutations of compact arrays of 2 to 4 dimensions, large enough to use whole
+    /// micro-kernel blocks and tiles, for every element size, with the source steps and flips of
+    /// `random_layout` on top: the same result as the reference, on one thread and split.
+    #[test]
+    fn random_permutations_match_the_reference() {
+        let (cases, max_elems) = if cfg!(miri) { (12, 600) } else { (240, 200_000) };
+        let mut rng = Rng(17);
+        for case in 0..cases {
+            let itemsize = [1, 2, 4, 8, 16, 3][case % 6];
+            let ndim = 2 + rng.below(3);
+            // Extents up to 300 along one or two axes, small along the others, within max_elems.
+            let mut shape: Vec<usize> = (0..ndim).map(|_| 1 + rng.below(12)).collect();
+            let big = rng.below(ndim);
+            shape[big] = 1 + rng.below(300);
+            let second = rng.below(ndim);
+            shape[second] =
+                (1 + rng.below(300)).min(max_elems / shape.iter().product::<usize>().max(1)).max(1);
+            let mut order: Vec<usize> = (0..ndim).collect();
+            rng.shuffle(&mut order);
+            // Source: compact in `order` (last fastest), some axes stepped or flipped.
+            let mut strides = vec![0isize; ndim];
+            let mut acc = 1isize;
+            for &k in order.iter().rev() {
+                let step = if rng.chance(5) { 2 } else { 1 };
+                strides[k] = acc * step;
+                acc *= shape[k] as isize * step;
+            }
+            let mut first = 0isize;
+            for k in 0..ndim {
+                if rng.chance(5) {
+                    first += (shape[k] as isize - 1) * strides[k];
+                    strides[k] = -strides[k];
+                }
+            }
+            let len_el = acc as usize;
+            let src: Vec<u8> = (0..len_el * itemsize).map(|_| rng.next() as u8).collect();
+            let ss: Vec<isize> = strides.iter().map(|s| s * itemsize as isize).collect();
+            let ds = row_major_bytes(&shape, itemsize);
+            let out_len = shape.iter().product::<usize>() * itemsize;
+            let mut expect = vec![0u8; out_len];
+            let first = first * itemsize as isize;
+            reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
+            for parallel_min_bytes in [usize::MAX, 0] {
+                let mut got = vec![0u8; out_len];
+                // SAFETY: `reference_into` has just walked the same offsets with checked
+                // indexing; `first` is inside `src`; the destination is compact row-major.
+                unsafe {
+                    copy_strided_with(
+                        src.as_ptr().offset(first),
+                        &ss,
+                        got.as_mut_ptr(),
+                        &ds,
+                        &shape,
+                        itemsize,
+                        parallel_min_bytes,
+                    )
+                };
+                assert!(
+                    got == expect,
+                    "case {case}: shape {shape:?} source strides {strides:?} (elements) itemsize {itemsize} \
+                     split from {parallel_min_bytes}"
+                );
             }
         }
     }

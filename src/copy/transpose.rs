@@ -1,20 +1,16 @@
 //! Transposing copies: `dst[i][j] = src[j][i]` over a plane whose source is contiguous along `i`
-//! and whose destination is contiguous along `j`.
+//! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
+//! square register blocks that a SIMD micro-kernel transposes in registers.
 //!
-//! The unit of work is a *line block*: the square of elements that is one 64-byte cache line
-//! wide in both layouts (64x64 one-byte elements, 32x32 two-byte, 16x16 four-byte, 8x8
-//! eight-byte, 4x4 sixteen-byte). A line block reads whole source lines and writes whole
-//! destination lines, so no line has to stay in a cache between blocks: nothing is read twice
-//! and, for copies larger than the last-level cache, every destination line can go out with
-//! non-temporal stores (bypassing the caches, so it is never first read from memory). Line
-//! blocks are visited in tiles (`TILE_BYTES` of source rows by `TILE_BYTES` of destination rows)
-//! so that the pages a tile touches stay within the TLB.
+//! Each tile is transposed into a buffer on the stack and then written out row by row, with
+//! non-temporal (cache-bypassing) stores when the copy is larger than the caches. Nothing is
+//! allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses `tile_bytes`.
 //!
-//! Inside a line block, SIMD micro-kernels transpose square register blocks (x86-64): 16x16 one-
-//! byte and 8x8 two-byte elements with SSE2 (always present), 8x8 four-byte and 4x4 eight-byte
-//! with AVX2 when the CPU has it (checked at run time), else 4x4 and 2x2 with SSE2; sixteen-byte
-//! elements are one vector each. Other element sizes, other architectures and Miri use the
-//! portable element loop over the same blocks.
+//! Micro-kernels (x86-64): 16x16 one-byte and 8x8 two-byte elements with SSE2 (always present),
+//! 8x8 four-byte and 4x4 eight-byte elements with AVX2 when the CPU has it (checked at run
+//! time), else 4x4 and 2x2 with SSE2. Sixteen-byte elements are one vector each and move one by
+//! one. Other element sizes, other architectures and Miri use the portable element loop, still
+//! tiled.
 
 use std::mem::MaybeUninit;
 
@@ -33,28 +29,47 @@ pub(super) struct Plane {
     pub ni: usize,
     /// Extent along `j` (the destination's contiguous dimension).
     pub nj: usize,
-    /// Write the destination with non-temporal stores (for copies larger than the caches).
+    /// Write the destination with non-temporal stores (for copies much larger than the caches).
     pub stream: bool,
 }
 
-/// Transposing copies at least this large write their destination with non-temporal stores.
-/// Below it, source and destination together fit in the last-level cache (32 MiB on the machine
-/// this was measured on) and ordinary stores, which leave the result in the cache for whoever
-/// reads it next, were as fast or faster; see docs/benchmarks.md.
-pub(super) const STREAM_MIN_BYTES: usize = 24 << 20;
+/// Transposing copies at least this large write their destination with non-temporal stores:
+/// they bypass the caches, so the destination's lines are not first read from memory. Measured
+/// with `bench/copy_bench.py` (see docs/benchmarks.md): at 16 MiB, streaming was 1.5-3x faster
+/// than ordinary stores for 4- and 8-byte elements, even though source and destination fit in
+/// this machine's 32 MiB last-level cache.
+pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
 
-/// The cache line: the edge of a line block in bytes.
-const LINE: usize = 64;
+/// The tile buffer on the stack: room for the largest tile (`tile_bytes`). Threads that copy
+/// (the caller's, and the scoped threads of a split copy, which have 2 MiB) need this much
+/// stack besides their own.
+const TILE_BUFFER_BYTES: usize = 64 << 10;
 
-/// A tile covers this many bytes of each source row and of each destination row: at most
-/// `TILE_BYTES / 64 * element size` rows of either layout, so with rows a page or more apart a
-/// tile touches a few dozen pages of each (the first-level TLB holds 64 to 96).
-const TILE_BYTES: usize = 1024;
-
-/// The edge, in elements, of the square a tile covers (tests use it to cross tile borders).
-pub(super) const fn tile_edge(itemsize: usize) -> usize {
-    TILE_BYTES / itemsize
+/// Bytes of tile per element size. Measured on the Zen 5 this project runs on (docs/
+/// benchmarks.md), 16 MiB transposes and permutations with tiles of 8, 16, 32 and 64 KiB: one-
+/// to four-byte elements were fastest with the largest (one-byte ones lost half their speed at
+/// 8 KiB), eight-byte ones at 32 KiB, and sixteen-byte ones at 16 KiB (2.5x faster than with
+/// 64 KiB tiles, which is what they had before).
+const fn tile_bytes(itemsize: usize) -> usize {
+    match itemsize {
+        1..=4 => 64 << 10,
+        8 => 32 << 10,
+        _ => 16 << 10,
+    }
 }
+
+/// The edge, in elements, of a square tile for elements of `itemsize` bytes: the largest
+/// multiple of 16 (every micro-kernel's block edge divides 16) whose tile fits in `tile_bytes`.
+pub(super) const fn tile_edge(itemsize: usize) -> usize {
+    let mut edge = 256;
+    while edge > 16 && edge * edge * itemsize > tile_bytes(itemsize) {
+        edge -= 16;
+    }
+    edge
+}
+
+#[repr(C, align(64))]
+struct TileBuffer([MaybeUninit<u8>; TILE_BUFFER_BYTES]);
 
 /// A register-block transpose of `R x R` elements.
 trait Micro {
@@ -65,8 +80,7 @@ trait Micro {
     unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize);
 }
 
-/// Transposes `p` with elements of `itemsize` bytes. Allocates nothing: a non-temporal copy
-/// stages each line block in a 4 KiB buffer on the stack.
+/// Transposes `p` with elements of `itemsize` bytes.
 ///
 /// # Safety
 /// Every element of the plane is readable at its source address and writable at its destination
@@ -77,25 +91,23 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     unsafe {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
-            (1, Isa::Avx2) => return x86::blocks_avx2::<1, x86::B16x16x1>(p),
-            (1, _) => return blocks::<1, x86::B16x16x1>(p),
-            (2, Isa::Avx2) => return x86::blocks_avx2::<2, x86::B8x8x2>(p),
-            (2, _) => return blocks::<2, x86::B8x8x2>(p),
-            (4, Isa::Avx2) => return x86::blocks_avx2::<4, x86::B8x8x4>(p),
-            (4, _) => return blocks::<4, x86::B4x4x4>(p),
-            (8, Isa::Avx2) => return x86::blocks_avx2::<8, x86::B4x4x8>(p),
-            (8, _) => return blocks::<8, x86::B2x2x8>(p),
-            (16, Isa::Avx2) => return x86::blocks_avx2::<16, Scalar<16>>(p),
-            (16, _) => return blocks::<16, Scalar<16>>(p),
+            (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B16x16x1>(p),
+            (1, _) => return tiles::<1, x86::B16x16x1>(p),
+            (2, Isa::Avx2) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
+            (2, _) => return tiles::<2, x86::B8x8x2>(p),
+            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
+            (4, _) => return tiles::<4, x86::B4x4x4>(p),
+            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
+            (8, _) => return tiles::<8, x86::B2x2x8>(p),
             _ => {}
         }
         let _ = isa;
         match itemsize {
-            1 => blocks::<1, Scalar<1>>(p),
-            2 => blocks::<2, Scalar<2>>(p),
-            4 => blocks::<4, Scalar<4>>(p),
-            8 => blocks::<8, Scalar<8>>(p),
-            16 => blocks::<16, Scalar<16>>(p),
+            1 => tiles::<1, Scalar<1>>(p),
+            2 => tiles::<2, Scalar<2>>(p),
+            4 => tiles::<4, Scalar<4>>(p),
+            8 => tiles::<8, Scalar<8>>(p),
+            16 => tiles::<16, Scalar<16>>(p),
             n => tiles_any(p, n),
         }
     }
@@ -112,120 +124,96 @@ impl<const N: usize> Micro for Scalar<N> {
     }
 }
 
-/// A staging buffer for one line block: 64 lines of 64 bytes, line-aligned.
-#[repr(C, align(64))]
-struct Staging([MaybeUninit<u8>; LINE * LINE]);
-
-/// The line-block loop for elements of `N` bytes with micro-kernel `K` (whose `R` divides
-/// `64 / N`), then the ragged edges element by element.
+/// Writes `len` bytes from the tile buffer to the destination: with non-temporal (cache-bypassing)
+/// stores when `stream` and whole vectors, else an ordinary copy.
 ///
-/// Loop order: tiles along `j` (source rows), then along `i`; inside a tile, line blocks along
-/// `j`, then along `i`, so that the `64 / N` source rows of a block row are read front to back
-/// (what the hardware prefetchers follow) while the destination takes whole lines wherever they
-/// fall. Each block asks for the source lines of the block after the next.
+/// # Safety
+/// `s` readable and `d` writable for `len` bytes; they do not overlap; when `stream`, `d` is
+/// 16-byte aligned.
+#[inline(always)]
+unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if stream && len.is_multiple_of(16) {
+        use std::arch::x86_64::*;
+        for k in (0..len).step_by(16) {
+            // SAFETY: per the function contract; the destination is 16-byte aligned.
+            unsafe { _mm_stream_si128(d.add(k).cast(), _mm_loadu_si128(s.add(k).cast())) };
+        }
+        return;
+    }
+    let _ = stream;
+    // SAFETY: per the function contract.
+    unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
+}
+
+/// The tile loop for elements of `N` bytes with micro-kernel `K`.
+///
+/// Each tile is transposed into a small buffer and then written out row by row. Reading the
+/// source tile row by row and writing whole destination rows keeps every cache line in use for
+/// a short time: transposing straight into the destination writes a column of half-lines whose
+/// rows, at a power-of-two pitch, all fall in the same cache set and evict each other before
+/// their other halves are written (measured: about half the throughput at 8192x8192).
 ///
 /// # Safety
 /// As for `transpose`, and the CPU has `K`'s features.
 #[inline(always)]
-unsafe fn blocks<const N: usize, K: Micro>(p: Plane) {
-    let m = LINE / N; // line block edge in elements
-    let size = N as isize;
-    let (ni, nj) = (p.ni - p.ni % m, p.nj - p.nj % m);
-    let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
-    let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
-    // Non-temporal stores need 16-byte aligned destination lines; otherwise ordinary stores.
+unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
+    // Non-temporal stores need 16-byte aligned destination rows; otherwise ordinary stores.
     let stream = p.stream
         && cfg!(all(target_arch = "x86_64", not(miri)))
         && p.dst.addr().is_multiple_of(16)
         && p.dst_ld.unsigned_abs().is_multiple_of(16);
-    let mut staging = Staging([MaybeUninit::uninit(); LINE * LINE]);
-    let stage = staging.0.as_mut_ptr().cast::<u8>();
-    // One line block: transposed into the staging buffer, then written out a line at a time.
-    let line_block = |i0: usize, j0: usize| {
-        let (out, out_ld) = (stage, LINE as isize);
-        let mut jb = 0;
-        while jb < m {
-            let mut ib = 0;
-            while ib < m {
-                let d = out.wrapping_offset(ib as isize * out_ld + (jb * N) as isize);
-                // SAFETY: the R x R block at (i0 + ib, j0 + jb) lies in the plane; `d`
-                // is that block in the destination or in the staging buffer (row
-                // pitch 64 bytes, `m` rows of 64 bytes).
-                unsafe { K::run(src_at(i0 + ib, j0 + jb), p.src_ld, d, out_ld) };
-                ib += K::R;
-            }
-            jb += K::R;
-        }
-        for k in 0..m {
-            // SAFETY: staging row k holds destination row i0 + k, columns j0..j0 + m
-            // (64 bytes), which lie in the plane; the destination is 16-byte aligned
-            // when streaming.
-            unsafe {
-                if stream {
-                    stream_line(stage.add(k * LINE), dst_at(i0 + k, j0))
-                } else {
-                    std::ptr::copy_nonoverlapping(stage.add(k * LINE), dst_at(i0 + k, j0), LINE)
-                }
-            }
-        }
-    };
+    let mut buffer = TileBuffer([MaybeUninit::uninit(); TILE_BUFFER_BYTES]);
+    let b = buffer.0.as_mut_ptr().cast::<u8>();
     let tile = tile_edge(N);
-    for jt in (0..nj).step_by(tile) {
-        let jt1 = (jt + tile).min(nj);
-        for it in (0..ni).step_by(tile) {
-            let it1 = (it + tile).min(ni);
-            // Streaming: block rows along j outside, so that the source rows are read front to
-            // back; cached: along i outside, so that the destination rows are written front to
-            // back (their lines must be fetched before they are written, and the prefetchers
-            // follow sequential stores).
-            if stream {
-                for j0 in (jt..jt1).step_by(m) {
-                    for i0 in (it..it1).step_by(m) {
-                        line_block(i0, j0);
+    let (ti, tj) = (tile, tile);
+    let pitch = tj * N; // buffer bytes per destination row
+    let size = N as isize;
+    let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
+    let r = K::R;
+    for i0 in (0..p.ni).step_by(ti) {
+        let i1 = (i0 + ti).min(p.ni);
+        for j0 in (0..p.nj).step_by(tj) {
+            let j1 = (j0 + tj).min(p.nj);
+            let in_buf = |i: usize, j: usize| b.wrapping_add((i - i0) * pitch + (j - j0) * N);
+            // Source rows j, in groups of R, into buffer columns.
+            let mut j = j0;
+            while j + r <= j1 {
+                // Ask for the same rows of the next tile down, while this one is transposed.
+                if j + tj + r <= p.nj {
+                    for jj in j + tj..j + tj + r {
+                        for off in (0..(i1 - i0) * N).step_by(64) {
+                            prefetch(src_at(i0, jj).wrapping_add(off));
+                        }
                     }
                 }
-            } else {
-                for i0 in (it..it1).step_by(m) {
-                    for j0 in (jt..jt1).step_by(m) {
-                        line_block(i0, j0);
-                    }
+                let mut i = i0;
+                while i + r <= i1 {
+                    // SAFETY: the R x R block at (i, j) lies in the plane and in the buffer.
+                    unsafe { K::run(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
+                    i += r;
                 }
+                for jj in j..j + r {
+                    // SAFETY: as above, element by element.
+                    (i..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
+                }
+                j += r;
+            }
+            for jj in j..j1 {
+                // SAFETY: as above.
+                (i0..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, jj), in_buf(ii, jj)) });
+            }
+            // Buffer rows out to the destination.
+            for i in i0..i1 {
+                let d = p.dst.wrapping_offset(i as isize * p.dst_ld + j0 as isize * size);
+                // SAFETY: the destination row segment (i, j0..j1) lies in the plane; the buffer
+                // row was filled above and does not overlap it.
+                unsafe { store_row(in_buf(i, j0), d, (j1 - j0) * N, stream) };
             }
         }
-    }
-    // Ragged edges: the rows of i past the last whole block, and the columns of j past it.
-    for i in ni..p.ni {
-        // SAFETY: (i, j) lies in the plane.
-        (0..p.nj).for_each(|j| unsafe { move_n::<N>(src_at(i, j), dst_at(i, j)) });
-    }
-    for j in nj..p.nj {
-        // SAFETY: as above.
-        (0..ni).for_each(|i| unsafe { move_n::<N>(src_at(i, j), dst_at(i, j)) });
     }
     if stream {
         super::store_fence();
-    }
-}
-
-/// Writes one 64-byte line from the staging buffer with non-temporal stores.
-///
-/// # Safety
-/// `s` readable and `d` writable for 64 bytes, `d` 16-byte aligned; x86-64 only, never under
-/// Miri (callers stream only there).
-#[inline(always)]
-unsafe fn stream_line(s: *const u8, d: *mut u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: per the function contract (SSE2 is part of x86-64).
-    unsafe {
-        use std::arch::x86_64::*;
-        for k in (0..LINE).step_by(16) {
-            _mm_stream_si128(d.add(k).cast(), _mm_load_si128(s.add(k).cast()));
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    // SAFETY: per the function contract.
-    unsafe {
-        std::ptr::copy_nonoverlapping(s, d, LINE)
     }
 }
 
@@ -275,17 +263,17 @@ unsafe fn tiles_any(p: Plane, itemsize: usize) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Micro, Plane, blocks};
+    use super::{Micro, Plane, tiles};
 
-    /// The block loop compiled with AVX2, so that AVX2 micro-kernels inline into it (and SSE2
+    /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it (and SSE2
     /// ones get the shorter VEX encodings).
     ///
     /// # Safety
     /// As for `transpose`, and the CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn blocks_avx2<const N: usize, K: Micro>(p: Plane) {
+    pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane) {
         // SAFETY: per this function's contract.
-        unsafe { blocks::<N, K>(p) }
+        unsafe { tiles::<N, K>(p) }
     }
 
     /// Source row `k` of a block (`k` steps of the source's leading stride).
