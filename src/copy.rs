@@ -18,8 +18,6 @@
 //! odd strides need no alignment.
 
 mod transpose;
-#[cfg(test)]
-mod tune;
 
 use std::sync::OnceLock;
 
