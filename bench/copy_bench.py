@@ -13,6 +13,14 @@ that was written before, the ceiling no allocating copy reaches (first-touch pag
 Sizes are the bytes written, 4 KiB to 256 MiB by default; `--max-mib 1024` adds 1 GiB (needs about
 6 GiB of memory and a few more minutes).
 
+Then the transposes and permutations by element size: a 2-D transpose and a 3-D permutation
+(2, 0, 1) of 1-, 2-, 4-, 8- and 16-byte elements at 1, 16 and 256 MiB, each timed interleaved
+with dlbridge's contiguous copy of the same number of bytes and reported as a share of it
+(contiguous time / time: 1.0 is as fast as the contiguous copy; the targets are 0.8, and 0.7 for
+1- and 2-byte elements), for dlbridge, NumPy (`np.ascontiguousarray`) and PyTorch
+(`.t()/.permute().contiguous()`). `--shares-only` runs just these, `--no-shares` skips them,
+`--itemsize N` picks element sizes.
+
 The whole list runs `--passes` times (2 by default) and each row keeps, per candidate, the best of
 all its rounds in all passes: the rounds of one pass follow each other within a second or two,
 and a slow spell of the shared machine that long once made a single row three times slower than

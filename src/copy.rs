@@ -6,7 +6,8 @@
 //! 1. Simplify: drop extents of 1, order dimensions by destination stride, merge dimensions that
 //!    are contiguous in both layouts. A compact source then is one row: one `memcpy`.
 //! 2. Large copies are cut along their outermost dimension into one piece per core (up to
-//!    `MAX_THREADS`), each copied by the steps below on its own scoped thread.
+//!    `MAX_THREADS`), each copied by the steps below on its own scoped thread: transposes from
+//!    `TRANSPOSE_PARALLEL_MIN_BYTES`, other copies from `PARALLEL_MIN_BYTES`.
 //! 3. Per row of the innermost dimension, when the destination is contiguous along it:
 //!    contiguous source: `memcpy`; reversed source (stride -1): a reversing loop the compiler
 //!    vectorises; broadcast source (stride 0): a fill; another dimension contiguous in the source
