@@ -282,6 +282,8 @@ pub(crate) enum Isa {
     Base,
     /// x86-64 with AVX2.
     Avx2,
+    /// x86-64 with AVX2 and AVX-512 (F and BW).
+    Avx512,
 }
 
 impl Isa {
@@ -289,6 +291,11 @@ impl Isa {
         // Miri runs the portable kernels: it checks the tile loops, not the intrinsics.
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
         Isa::Base
@@ -853,6 +860,15 @@ mod tests {
         }
     }
 
+    /// Every instruction set this CPU can run, down to the portable one.
+    fn isas() -> Vec<Isa> {
+        match Isa::detect() {
+            Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2, Isa::Base],
+            Isa::Avx2 => vec![Isa::Avx2, Isa::Base],
+            Isa::Base => vec![Isa::Base],
+        }
+    }
+
     /// Planes around a tile's edge (ragged tiles, odd pitches, flipped source rows), written with
     /// ordinary and with non-temporal stores, with either instruction set and into destinations
     /// of every alignment class: the same result as the reference.
@@ -873,7 +889,7 @@ mod tests {
                     let mut expect = vec![0u8; ni * nj * itemsize];
                     reference_into(&src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
                     for stream in [false, true] {
-                        for isa in [Isa::detect(), Isa::Base] {
+                        for isa in isas() {
                             for shift in [0, 16, 1] {
                                 let mut got = vec![0u8; expect.len() + 128];
                                 // Line-aligned, so that `shift` decides the destination's alignment.

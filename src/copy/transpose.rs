@@ -71,13 +71,22 @@ pub(super) const fn tile_edge(itemsize: usize) -> usize {
 #[repr(C, align(64))]
 struct TileBuffer([MaybeUninit<u8>; TILE_BUFFER_BYTES]);
 
-/// A register-block transpose of `R x R` elements.
+/// A register-block transpose of `R x R` elements, and optionally of `R` source rows by `WIDE`
+/// elements (`WIDE` destination rows of `R`): a wider block that reads whole cache lines.
 trait Micro {
     const R: usize;
+    /// 0 when there is no wide block.
+    const WIDE: usize = 0;
     /// # Safety
     /// The `R x R` block at `(s, sl)` is readable and the one at `(d, dl)` writable (as in
     /// `Plane`); the CPU has the features the implementation is compiled for.
     unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize);
+    /// # Safety
+    /// As for `run`, for the `WIDE x R` block; only called when `WIDE` is not 0.
+    unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        let _ = (s, sl, d, dl);
+        unreachable!("no wide block")
+    }
 }
 
 /// Transposes `p` with elements of `itemsize` bytes.
@@ -91,13 +100,14 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     unsafe {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
+            (1, Isa::Avx512) => return x86::tiles_avx512::<1, x86::B64x16x1>(p),
             (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B16x16x1>(p),
             (1, _) => return tiles::<1, x86::B16x16x1>(p),
-            (2, Isa::Avx2) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
+            (2, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
             (2, _) => return tiles::<2, x86::B8x8x2>(p),
-            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
+            (4, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
             (4, _) => return tiles::<4, x86::B4x4x4>(p),
-            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
+            (8, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
             (8, _) => return tiles::<8, x86::B2x2x8>(p),
             _ => {}
         }
@@ -133,11 +143,21 @@ impl<const N: usize> Micro for Scalar<N> {
 #[inline(always)]
 unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if stream && len.is_multiple_of(16) {
+    if len.is_multiple_of(16) {
         use std::arch::x86_64::*;
+        // Inline vector moves: a row is a few hundred bytes, where calling memcpy cost a third
+        // of a one-byte transpose's time.
         for k in (0..len).step_by(16) {
-            // SAFETY: per the function contract; the destination is 16-byte aligned.
-            unsafe { _mm_stream_si128(d.add(k).cast(), _mm_loadu_si128(s.add(k).cast())) };
+            // SAFETY: per the function contract; when streaming the destination is 16-byte
+            // aligned.
+            unsafe {
+                let v = _mm_loadu_si128(s.add(k).cast());
+                if stream {
+                    _mm_stream_si128(d.add(k).cast(), v)
+                } else {
+                    _mm_storeu_si128(d.add(k).cast(), v)
+                }
+            }
         }
         return;
     }
@@ -188,6 +208,13 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
                     }
                 }
                 let mut i = i0;
+                if K::WIDE > 0 {
+                    while i + K::WIDE <= i1 {
+                        // SAFETY: the R x WIDE block at (i, j) lies in the plane and in the buffer.
+                        unsafe { K::run_wide(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
+                        i += K::WIDE;
+                    }
+                }
                 while i + r <= i1 {
                     // SAFETY: the R x R block at (i, j) lies in the plane and in the buffer.
                     unsafe { K::run(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
@@ -284,6 +311,107 @@ mod x86 {
     #[inline(always)]
     fn out(d: *mut u8, dl: isize, k: isize) -> *mut u8 {
         d.wrapping_offset(k * dl)
+    }
+
+    /// The tile loop compiled with AVX-512 (F and BW).
+    ///
+    /// # Safety
+    /// As for `transpose`, and the CPU has AVX2, AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx2,avx512f,avx512bw")]
+    pub(super) unsafe fn tiles_avx512<const N: usize, K: Micro>(p: Plane) {
+        // SAFETY: per this function's contract.
+        unsafe { tiles::<N, K>(p) }
+    }
+
+    /// 16 rows of 64 one-byte elements with AVX-512BW: each source line is loaded once (16
+    /// lines at a power-of-two pitch all fall in one set of the first-level cache, which holds
+    /// 12: loading a line in four 16-byte pieces, as `B16x16x1` does, reloads it from the second
+    /// level each time). The four 128-bit lanes are four independent 16x16 transposes, the same
+    /// steps as `B16x16x1`'s. Its square block is `B16x16x1`.
+    pub(super) struct B64x16x1;
+    impl Micro for B64x16x1 {
+        const R: usize = 16;
+        const WIDE: usize = 64;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract.
+            unsafe { B16x16x1::run(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512F and BW).
+            unsafe { b64x16x1(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw")]
+    #[inline]
+    unsafe fn b64x16x1(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B64x16x1::run_wide's contract; unaligned loads and stores.
+        unsafe {
+            macro_rules! ld {
+                ($k:expr) => {
+                    _mm512_loadu_si512(row(s, sl, $k).cast())
+                };
+            }
+            let r = [
+                ld!(0),
+                ld!(1),
+                ld!(2),
+                ld!(3),
+                ld!(4),
+                ld!(5),
+                ld!(6),
+                ld!(7),
+                ld!(8),
+                ld!(9),
+                ld!(10),
+                ld!(11),
+                ld!(12),
+                ld!(13),
+                ld!(14),
+                ld!(15),
+            ];
+            macro_rules! stage {
+                ($v:expr, $lo:ident, $hi:ident) => {{
+                    let v = $v;
+                    [
+                        $lo(v[0], v[1]),
+                        $lo(v[2], v[3]),
+                        $lo(v[4], v[5]),
+                        $lo(v[6], v[7]),
+                        $lo(v[8], v[9]),
+                        $lo(v[10], v[11]),
+                        $lo(v[12], v[13]),
+                        $lo(v[14], v[15]),
+                        $hi(v[0], v[1]),
+                        $hi(v[2], v[3]),
+                        $hi(v[4], v[5]),
+                        $hi(v[6], v[7]),
+                        $hi(v[8], v[9]),
+                        $hi(v[10], v[11]),
+                        $hi(v[12], v[13]),
+                        $hi(v[14], v[15]),
+                    ]
+                }};
+            }
+            let a = stage!(r, _mm512_unpacklo_epi8, _mm512_unpackhi_epi8);
+            let b = stage!(a, _mm512_unpacklo_epi16, _mm512_unpackhi_epi16);
+            let c = stage!(b, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32);
+            let e = stage!(c, _mm512_unpacklo_epi64, _mm512_unpackhi_epi64);
+            // Lane l of result k is destination row 16 * l + ROW16[k].
+            macro_rules! st {
+                ($($k:literal)*) => {
+                    $(
+                        _mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<0>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 16 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<1>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 32 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<2>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 48 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<3>(e[$k]));
+                    )*
+                };
+            }
+            st!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        }
     }
 
     /// 16x16 one-byte elements: sixteen 16-byte rows interleaved by 8, 16, 32 and 64 bits.
