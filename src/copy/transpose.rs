@@ -100,14 +100,13 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     unsafe {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
-            (1, Isa::Avx512) => return x86::tiles_avx512::<1, x86::B64x16x1>(p),
-            (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B16x16x1>(p),
+            (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B32x16x1>(p),
             (1, _) => return tiles::<1, x86::B16x16x1>(p),
-            (2, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
+            (2, Isa::Avx2) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
             (2, _) => return tiles::<2, x86::B8x8x2>(p),
-            (4, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
+            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
             (4, _) => return tiles::<4, x86::B4x4x4>(p),
-            (8, Isa::Avx2 | Isa::Avx512) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
+            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
             (8, _) => return tiles::<8, x86::B2x2x8>(p),
             _ => {}
         }
@@ -313,25 +312,15 @@ mod x86 {
         d.wrapping_offset(k * dl)
     }
 
-    /// The tile loop compiled with AVX-512 (F and BW).
-    ///
-    /// # Safety
-    /// As for `transpose`, and the CPU has AVX2, AVX-512F and AVX-512BW.
-    #[target_feature(enable = "avx2,avx512f,avx512bw")]
-    pub(super) unsafe fn tiles_avx512<const N: usize, K: Micro>(p: Plane) {
-        // SAFETY: per this function's contract.
-        unsafe { tiles::<N, K>(p) }
-    }
-
-    /// 16 rows of 64 one-byte elements with AVX-512BW: each source line is loaded once (16
-    /// lines at a power-of-two pitch all fall in one set of the first-level cache, which holds
-    /// 12: loading a line in four 16-byte pieces, as `B16x16x1` does, reloads it from the second
-    /// level each time). The four 128-bit lanes are four independent 16x16 transposes, the same
-    /// steps as `B16x16x1`'s. Its square block is `B16x16x1`.
-    pub(super) struct B64x16x1;
-    impl Micro for B64x16x1 {
+    /// 16 rows of 32 one-byte elements with AVX2: each source line is loaded in two pieces
+    /// rather than `B16x16x1`'s four (16 lines at a power-of-two pitch all fall in one set of the
+    /// first-level cache, which holds 12, so every piece reloads its line from the second
+    /// level). The two 128-bit lanes are two independent 16x16 transposes, the same steps as
+    /// `B16x16x1`'s. Its square block is `B16x16x1`.
+    pub(super) struct B32x16x1;
+    impl Micro for B32x16x1 {
         const R: usize = 16;
-        const WIDE: usize = 64;
+        const WIDE: usize = 32;
         #[inline(always)]
         unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
             // SAFETY: per the trait contract.
@@ -339,19 +328,19 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
-            // SAFETY: per the trait contract (the caller runs only with AVX-512F and BW).
-            unsafe { b64x16x1(s, sl, d, dl) }
+            // SAFETY: per the trait contract (the caller runs only with AVX2).
+            unsafe { b32x16x1(s, sl, d, dl) }
         }
     }
 
-    #[target_feature(enable = "avx2,avx512f,avx512bw")]
+    #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn b64x16x1(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
-        // SAFETY: per B64x16x1::run_wide's contract; unaligned loads and stores.
+    unsafe fn b32x16x1(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B32x16x1::run_wide's contract; unaligned loads and stores.
         unsafe {
             macro_rules! ld {
                 ($k:expr) => {
-                    _mm512_loadu_si512(row(s, sl, $k).cast())
+                    _mm256_loadu_si256(row(s, sl, $k).cast())
                 };
             }
             let r = [
@@ -395,18 +384,16 @@ mod x86 {
                     ]
                 }};
             }
-            let a = stage!(r, _mm512_unpacklo_epi8, _mm512_unpackhi_epi8);
-            let b = stage!(a, _mm512_unpacklo_epi16, _mm512_unpackhi_epi16);
-            let c = stage!(b, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32);
-            let e = stage!(c, _mm512_unpacklo_epi64, _mm512_unpackhi_epi64);
+            let a = stage!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8);
+            let b = stage!(a, _mm256_unpacklo_epi16, _mm256_unpackhi_epi16);
+            let c = stage!(b, _mm256_unpacklo_epi32, _mm256_unpackhi_epi32);
+            let e = stage!(c, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
             // Lane l of result k is destination row 16 * l + ROW16[k].
             macro_rules! st {
                 ($($k:literal)*) => {
                     $(
-                        _mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<0>(e[$k]));
-                        _mm_storeu_si128(out(d, dl, 16 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<1>(e[$k]));
-                        _mm_storeu_si128(out(d, dl, 32 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<2>(e[$k]));
-                        _mm_storeu_si128(out(d, dl, 48 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<3>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), _mm256_castsi256_si128(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 16 + ROW16[$k]).cast(), _mm256_extracti128_si256::<1>(e[$k]));
                     )*
                 };
             }
