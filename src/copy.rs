@@ -181,7 +181,7 @@ pub unsafe fn copy_strided_with(
     // SAFETY: per the function contract.
     unsafe {
         in_pieces(&dims, threads_for(bytes, parallel_min_bytes), src, dst, |piece, s, d| {
-            copy_dims(piece, s, d, itemsize, isa)
+            copy_dims(piece, s, d, itemsize, isa, bytes)
         })
     };
 }
@@ -295,11 +295,13 @@ impl Isa {
     }
 }
 
-/// Copies one simplified layout on the calling thread.
+/// Copies one simplified layout on the calling thread: the whole copy, or one of its pieces
+/// (`whole` is the whole copy's size in bytes: whether a transpose streams depends on it, not on
+/// the piece's, so that splitting a copy does not change how it stores).
 ///
 /// # Safety
 /// As for `copy_strided`, for the layout `dims` describes from `src` and `dst`.
-unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize, isa: Isa) {
+unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize, isa: Isa, whole: usize) {
     let size = itemsize as isize;
     let Some((&inner, outer)) = dims.split_last() else {
         // SAFETY: a 0-d (or all-ones) layout is a single element, valid by the caller's contract.
@@ -331,7 +333,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
                 dst_ld: across.dst,
                 ni: across.n,
                 nj: inner.n,
-                stream: dims.iter().map(|d| d.n).product::<usize>() * itemsize >= transpose::STREAM_MIN_BYTES,
+                stream: whole >= transpose::STREAM_MIN_BYTES,
             };
             // SAFETY: each plane is exactly the elements of the two dimensions at one position
             // of the others.
@@ -758,7 +760,14 @@ mod tests {
             // SAFETY: `dims` is the same layout merged, just copied safely into `got`, the length
             // of `portable`; the portable kernels need no CPU feature.
             unsafe {
-                copy_dims(&dims, src.as_ptr().offset(first), portable.as_mut_ptr(), itemsize, Isa::Base)
+                copy_dims(
+                    &dims,
+                    src.as_ptr().offset(first),
+                    portable.as_mut_ptr(),
+                    itemsize,
+                    Isa::Base,
+                    out_len,
+                )
             };
         }
         assert!(
