@@ -13,6 +13,14 @@ that was written before, the ceiling no allocating copy reaches (first-touch pag
 Sizes are the bytes written, 4 KiB to 256 MiB by default; `--max-mib 1024` adds 1 GiB (needs about
 6 GiB of memory and a few more minutes).
 
+Then the transposes and permutations by element size: a 2-D transpose and a 3-D permutation
+(2, 0, 1) of 1-, 2-, 4-, 8- and 16-byte elements at 1, 16 and 256 MiB, each timed interleaved
+with dlbridge's contiguous copy of the same number of bytes and reported as a share of it
+(contiguous time / time: 1.0 is as fast as the contiguous copy; the targets are 0.8, and 0.7 for
+1- and 2-byte elements), for dlbridge, NumPy (`np.ascontiguousarray`) and PyTorch
+(`.t()/.permute().contiguous()`). `--shares-only` runs just these, `--no-shares` skips them,
+`--itemsize N` picks element sizes.
+
 The whole list runs `--passes` times (2 by default) and each row keeps, per candidate, the best of
 all its rounds in all passes: the rounds of one pass follow each other within a second or two,
 and a slow spell of the shared machine that long once made a single row three times slower than
@@ -73,7 +81,14 @@ for f in ("dlb_tensor_from_data", "dlb_tensor_view", "dlb_tensor_copy", "dlb_ten
     getattr(lib, f).restype = ctypes.c_int
 
 DTYPES = {np.dtype(np.float32): (2, 32), np.dtype(np.float64): (2, 64), np.dtype(np.int32): (0, 32),
-          np.dtype(np.int64): (0, 64)}
+          np.dtype(np.int64): (0, 64), np.dtype(np.uint8): (1, 8), np.dtype(np.uint16): (1, 16),
+          np.dtype(np.complex128): (5, 128)}
+
+# One dtype per element size for the share-of-contiguous rows (a copy only moves bytes), and the
+# same-size dtype PyTorch gets (its uint16 support is partial; int16 moves the same bytes).
+SHARE_DTYPES = {1: (np.uint8, torch.uint8), 2: (np.uint16, torch.int16), 4: (np.float32, torch.float32),
+                8: (np.float64, torch.float64), 16: (np.complex128, torch.complex128)}
+SHARE_TARGETS = {1: 0.70, 2: 0.70, 4: 0.80, 8: 0.80, 16: 0.80}
 
 
 def check(status):
@@ -222,6 +237,69 @@ def cases(nbytes):
     return out
 
 
+def share_cases(nbytes):
+    """(operation, element size, source view, peers) for the rows reported as a share of dlbridge's
+    contiguous copy of the same bytes: a 2-D transpose and a 3-D permutation (2, 0, 1) for every
+    element size."""
+    out = []
+    for size, (dtype, tdtype) in SHARE_DTYPES.items():
+        n = nbytes // size
+        a = np.arange(n).astype(dtype)
+        t = torch.from_numpy(a.view(np.int16) if dtype == np.uint16 else a)
+        if t.dtype != tdtype:
+            t = t.view(tdtype)
+        r, c = square(n)
+        m, tm = a.reshape(r, c), t.reshape(r, c)
+        out.append((f"2-D transpose {r}x{c}", size, m.T, {
+            "numpy": lambda m=m: np.ascontiguousarray(m.T),
+            "torch": lambda tm=tm: tm.t().contiguous(),
+        }))
+        s = 1 << (int(math.log2(n)) // 3)
+        cube, tcube = a.reshape(s, s, n // (s * s)), t.reshape(s, s, n // (s * s))
+        out.append((f"3-D permutation (2, 0, 1) {s}x{s}x{n // (s * s)}", size, cube.transpose(2, 0, 1), {
+            "numpy": lambda cube=cube: np.ascontiguousarray(cube.transpose(2, 0, 1)),
+            "torch": lambda tcube=tcube: tcube.permute(2, 0, 1).contiguous(),
+        }))
+    return out
+
+
+def run_share_case(op, size, src, peers, nbytes, rounds):
+    """Times the copy of `src` (dlbridge, NumPy, PyTorch) interleaved with dlbridge's contiguous
+    copy of the same number of bytes, and reports each as a share of that copy's speed
+    (contiguous time / its time: 1.0 is as fast as the contiguous copy)."""
+    contiguous = np.ascontiguousarray(src)
+    t, c = wrap(src), wrap(contiguous)
+    try:
+        res = P()
+        check(lib.dlb_tensor_copy(t, ctypes.byref(res)))
+        got = as_numpy(res, src.dtype, src.shape)
+        assert np.array_equal(got, contiguous), f"{op}: dlbridge's result differs from NumPy's"
+        del got
+        lib.dlb_tensor_free(res)
+        best = compare({"contiguous": dlb_copy(c), "dlbridge": dlb_copy(t), **peers}, rounds)
+    finally:
+        lib.dlb_tensor_free(t)
+        lib.dlb_tensor_free(c)
+    return {
+        "operation": op,
+        "itemsize": size,
+        "bytes": nbytes,
+        "contiguous_s": best["contiguous"],
+        "times_s": {k: v for k, v in best.items() if k != "contiguous"},
+    }
+
+
+def shares(row):
+    return {k: row["contiguous_s"] / v for k, v in row["times_s"].items()}
+
+
+def merge_best_share(old, new):
+    if old is None:
+        return new
+    times = {k: min(v, new["times_s"][k]) for k, v in old["times_s"].items()}
+    return {**new, "contiguous_s": min(old["contiguous_s"], new["contiguous_s"]), "times_s": times}
+
+
 def run_case(op, src, cast_to, peers, nbytes, rounds):
     t = wrap(src)
     try:
@@ -267,6 +345,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[],
                     help="run only operations whose name contains this text (repeatable)")
     ap.add_argument("--sizes", help="comma-separated sizes in KiB to run instead of the default list")
+    ap.add_argument("--shares-only", action="store_true", help="only the share-of-contiguous rows")
+    ap.add_argument("--no-shares", action="store_true", help="skip the share-of-contiguous rows")
+    ap.add_argument("--itemsize", type=int, action="append", default=[],
+                    help="share rows only for this element size (repeatable)")
     args = ap.parse_args(argv)
 
     sizes = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30]
@@ -276,10 +358,14 @@ def main(argv=None) -> int:
     print(f"copies and casts, best of {args.rounds} rounds (3 from 256 MiB) in each of {args.passes} "
           f"passes (numpy {np.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch "
           "threads); ratio = peer time / dlbridge time")
-    rows = {}
+    share_sizes = [1 << 20, 16 << 20, 256 << 20]
+    share_sizes = [s for s in share_sizes if s <= args.max_mib << 20]
+    if args.sizes:
+        share_sizes = sizes
+    rows, share_rows = {}, {}
     for p in range(args.passes):
         print(f"pass {p + 1} of {args.passes}" + (" (each row: best so far)" if p else ""), flush=True)
-        for nbytes in sizes:
+        for nbytes in [] if args.shares_only else sizes:
             for op, src, cast_to, peers in cases(nbytes):
                 if args.only and not any(o in op for o in args.only):
                     continue
@@ -289,9 +375,28 @@ def main(argv=None) -> int:
                 gbs = nbytes / row["dlbridge_s"] / 1e9
                 ratios = "  ".join(f"{k} {v:5.2f}x" for k, v in row["ratios"].items())
                 print(f"  {human(nbytes):>8} {op:28s} dlbridge {gbs:6.2f} GB/s   {ratios}", flush=True)
+        if args.no_shares:
+            continue
+        print("  share of dlbridge's contiguous copy of the same bytes (contiguous time / time; "
+              "targets 0.80, 0.70 for 1- and 2-byte elements)", flush=True)
+        for nbytes in share_sizes:
+            for op, size, src, peers in share_cases(nbytes):
+                if args.only and not any(o in op for o in args.only):
+                    continue
+                if args.itemsize and size not in args.itemsize:
+                    continue
+                row = run_share_case(op, size, src, peers, nbytes, args.rounds if nbytes < 256 << 20 else 3)
+                row = merge_best_share(share_rows.get((nbytes, op, size)), row)
+                share_rows[(nbytes, op, size)] = row
+                sh = shares(row)
+                mark = "" if sh["dlbridge"] >= SHARE_TARGETS[size] else "  (below target)"
+                print(f"  {human(nbytes):>8} {size:2d}-byte {op:38s} contiguous {nbytes / row['contiguous_s'] / 1e9:6.2f} "
+                      f"GB/s  dlbridge {sh['dlbridge']:5.2f}  numpy {sh['numpy']:5.2f}  torch {sh['torch']:5.2f}{mark}",
+                      flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": args.rounds, "passes": args.passes, "rows": list(rows.values())}, f, indent=1)
+            json.dump({"rounds": args.rounds, "passes": args.passes, "rows": list(rows.values()),
+                       "share_rows": [{**r, "shares": shares(r)} for r in share_rows.values()]}, f, indent=1)
     return 0
 
 

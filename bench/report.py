@@ -81,7 +81,8 @@ def human(nbytes):
 def draw(results, png):
     copy_rows = results["copy"]["rows"]
     ops = list(dict.fromkeys(r["operation"] for r in copy_rows))
-    panels = len(ops) + 2
+    share_rows = results["copy"].get("share_rows", [])
+    panels = len(ops) + 2 + (1 if share_rows else 0)
     cols = 3
     rows = (panels + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
@@ -130,6 +131,8 @@ def draw(results, png):
         ax.set_ylabel("ns per call (red: target)", fontsize=7)
         ax.legend(fontsize=7)
     ax.set_title("C API fixed costs (criterion median, best of 3 runs)", fontsize=10)
+    if share_rows:
+        draw_shares(axes[len(ops) + 2], share_rows)
     for ax in axes[panels:]:
         ax.axis("off")
     m = results["machine"]
@@ -137,6 +140,36 @@ def draw(results, png):
                  f"{results['date']}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(png, dpi=90)
+
+
+def draw_shares(ax, share_rows):
+    """Transposes and permutations as a share of dlbridge's contiguous copy of the same bytes
+    (measured beside each row in the same run): dlbridge's as bars, one per size, NumPy's and
+    PyTorch's as markers, the targets as red ticks."""
+    kinds = list(dict.fromkeys((r["operation"].split(" ")[0], r["itemsize"]) for r in share_rows))
+    sizes = sorted({r["bytes"] for r in share_rows})
+    width = 0.8 / max(1, len(sizes))
+    for k, size in enumerate(sizes):
+        xs, ours, numpy, torch = [], [], [], []
+        for i, (dims, itemsize) in enumerate(kinds):
+            row = next((r for r in share_rows if r["bytes"] == size and r["itemsize"] == itemsize
+                        and r["operation"].startswith(dims)), None)
+            if row is None:
+                continue
+            xs.append(i + k * width)
+            ours.append(row["shares"]["dlbridge"])
+            numpy.append(row["shares"]["numpy"])
+            torch.append(row["shares"]["torch"])
+        ax.bar(xs, ours, width, label=f"dlbridge, {human(size)}")
+        ax.plot(xs, numpy, "k.", ms=4, label="NumPy" if k == 0 else None)
+        ax.plot(xs, torch, "kx", ms=4, label="PyTorch" if k == 0 else None)
+    for i, (_, itemsize) in enumerate(kinds):
+        ax.hlines(0.7 if itemsize <= 2 else 0.8, i - 0.1, i + 0.9, color="red", lw=1)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(kinds))],
+                  [f"{dims}\n{itemsize} B" for dims, itemsize in kinds], fontsize=6)
+    ax.set_ylabel("share of the contiguous copy (red: target)", fontsize=7)
+    ax.legend(fontsize=6)
+    ax.set_title("transposes (2-D) and permutations (3-D)", fontsize=10)
 
 
 def main(argv=None) -> int:

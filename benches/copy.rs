@@ -161,7 +161,11 @@ fn threshold(c: &mut Criterion) {
 }
 
 /// Square transposes (`a.T` made contiguous) per element size, next to the row-major copy of
-/// the same tensor (the same bytes written, without the transpose).
+/// the same tensor (the same bytes written, without the transpose). Transposes are split across
+/// threads from 8 MiB (src/copy.rs: `TRANSPOSE_PARALLEL_MIN_BYTES`), the row-major copy from
+/// 32 MiB, so at 16 MiB (the 1- and 2-byte rows here, 4096x4096) the transpose has two threads
+/// and the copy one. `bench/copy_bench.py` reports the same comparison as a share, with NumPy
+/// and PyTorch beside it.
 fn transpose(c: &mut Criterion) {
     let mut g = c.benchmark_group("transpose");
     g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));

@@ -6,7 +6,8 @@
 //! 1. Simplify: drop extents of 1, order dimensions by destination stride, merge dimensions that
 //!    are contiguous in both layouts. A compact source then is one row: one `memcpy`.
 //! 2. Large copies are cut along their outermost dimension into one piece per core (up to
-//!    `MAX_THREADS`), each copied by the steps below on its own scoped thread.
+//!    `MAX_THREADS`), each copied by the steps below on its own scoped thread: transposes from
+//!    `TRANSPOSE_PARALLEL_MIN_BYTES`, other copies from `PARALLEL_MIN_BYTES`.
 //! 3. Per row of the innermost dimension, when the destination is contiguous along it:
 //!    contiguous source: `memcpy`; reversed source (stride -1): a reversing loop the compiler
 //!    vectorises; broadcast source (stride 0): a fill; another dimension contiguous in the source
@@ -19,7 +20,6 @@
 
 mod transpose;
 
-use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use crate::layout::MAX_NDIM;
@@ -141,8 +141,25 @@ pub unsafe fn copy_strided(
     shape: &[usize],
     itemsize: usize,
 ) {
+    let Some(dims) = simplify(shape, src_strides, dst_strides) else { return };
+    let from = if is_transpose(&dims, itemsize) { TRANSPOSE_PARALLEL_MIN_BYTES } else { PARALLEL_MIN_BYTES };
     // SAFETY: forwarded contract.
-    unsafe { copy_strided_with(src, src_strides, dst, dst_strides, shape, itemsize, PARALLEL_MIN_BYTES) }
+    unsafe { copy_strided_with(src, src_strides, dst, dst_strides, shape, itemsize, from) }
+}
+
+/// Transposing copies of at least this many bytes are split across threads: a transpose is
+/// bound by the latency of its scattered lines more than by bandwidth, so a second core pays
+/// off well below `PARALLEL_MIN_BYTES` (see docs/benchmarks.md).
+pub const TRANSPOSE_PARALLEL_MIN_BYTES: usize = 8 << 20;
+
+/// Whether the simplified layout `dims` is copied by the transpose kernels: the destination is
+/// contiguous along its innermost dimension and the source along another one.
+fn is_transpose(dims: &[Dim], itemsize: usize) -> bool {
+    let size = itemsize as isize;
+    match dims.split_last() {
+        Some((inner, outer)) => inner.dst == size && inner.src != size && outer.iter().any(|d| d.src == size),
+        None => false,
+    }
 }
 
 /// `copy_strided` with the size from which it splits the work across threads.
@@ -164,7 +181,7 @@ pub unsafe fn copy_strided_with(
     // SAFETY: per the function contract.
     unsafe {
         in_pieces(&dims, threads_for(bytes, parallel_min_bytes), src, dst, |piece, s, d| {
-            copy_dims(piece, s, d, itemsize, isa)
+            copy_dims(piece, s, d, itemsize, isa, bytes)
         })
     };
 }
@@ -269,7 +286,8 @@ pub(crate) enum Isa {
 
 impl Isa {
     fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
+        // Miri runs the portable kernels: it checks the tile loops, not the intrinsics.
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Isa::Avx2;
         }
@@ -277,11 +295,13 @@ impl Isa {
     }
 }
 
-/// Copies one simplified layout on the calling thread.
+/// Copies one simplified layout on the calling thread: the whole copy, or one of its pieces
+/// (`whole` is the whole copy's size in bytes: whether a transpose streams depends on it, not on
+/// the piece's, so that splitting a copy does not change how it stores).
 ///
 /// # Safety
 /// As for `copy_strided`, for the layout `dims` describes from `src` and `dst`.
-unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize, isa: Isa) {
+unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize, isa: Isa, whole: usize) {
     let size = itemsize as isize;
     let Some((&inner, outer)) = dims.split_last() else {
         // SAFETY: a 0-d (or all-ones) layout is a single element, valid by the caller's contract.
@@ -292,7 +312,7 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
         if inner.src == size {
             let row = inner.n * itemsize;
             let total = outer.iter().map(|d| d.n).product::<usize>() * row;
-            if !outer.is_empty() && total >= transpose::STREAM_MIN_BYTES && row >= STREAM_MIN_ROW {
+            if !outer.is_empty() && total >= ROW_STREAM_MIN_BYTES && row >= STREAM_MIN_ROW {
                 // SAFETY: each row is `row` contiguous bytes in both layouts.
                 unsafe { for_each_outer(outer, src, dst, |s, d| stream_copy(s, d, row)) };
                 store_fence();
@@ -313,20 +333,12 @@ unsafe fn copy_dims(dims: &[Dim], src: *const u8, dst: *mut u8, itemsize: usize,
                 dst_ld: across.dst,
                 ni: across.n,
                 nj: inner.n,
-                stream: dims.iter().map(|d| d.n).product::<usize>() * itemsize >= transpose::STREAM_MIN_BYTES,
-            };
-            // The tile buffer: on the heap when it can be had, else a smaller one on the stack
-            // (smaller tiles, same result).
-            let mut heap = Vec::<u8>::new();
-            let mut stack = [MaybeUninit::<u8>::uninit(); transpose::FALLBACK_BYTES];
-            let buf = match heap.try_reserve_exact(transpose::buffer_bytes(itemsize)) {
-                Ok(()) => heap.spare_capacity_mut(),
-                Err(_) => &mut stack[..],
+                stream: whole >= transpose::STREAM_MIN_BYTES,
             };
             // SAFETY: each plane is exactly the elements of the two dimensions at one position
             // of the others.
             unsafe {
-                for_each_outer(&rest, src, dst, |s, d| transpose::transpose(plane(s, d), itemsize, isa, buf))
+                for_each_outer(&rest, src, dst, |s, d| transpose::transpose(plane(s, d), itemsize, isa))
             };
             return;
         }
@@ -401,6 +413,10 @@ unsafe fn for_each_row_with(
         })
     };
 }
+
+/// Row copies (padded or broadcast rows) at least this large write their destination with
+/// non-temporal stores (measured on float32 rows: even at 4 MiB, faster from 16 MiB on).
+const ROW_STREAM_MIN_BYTES: usize = 8 << 20;
 
 /// Rows of at least this many bytes are worth streaming (aligning the destination costs a
 /// partial vector at each end).
@@ -744,7 +760,14 @@ mod tests {
             // SAFETY: `dims` is the same layout merged, just copied safely into `got`, the length
             // of `portable`; the portable kernels need no CPU feature.
             unsafe {
-                copy_dims(&dims, src.as_ptr().offset(first), portable.as_mut_ptr(), itemsize, Isa::Base)
+                copy_dims(
+                    &dims,
+                    src.as_ptr().offset(first),
+                    portable.as_mut_ptr(),
+                    itemsize,
+                    Isa::Base,
+                    out_len,
+                )
             };
         }
         assert!(
@@ -839,36 +862,136 @@ mod tests {
         }
     }
 
-    /// Tile buffers smaller than the measured size (the stack fallback when the heap refuses, and
-    /// smaller still) give the same result, with either instruction set.
+    /// Every instruction set this CPU can run, down to the portable one.
+    fn isas() -> Vec<Isa> {
+        match Isa::detect() {
+            Isa::Avx2 => vec![Isa::Avx2, Isa::Base],
+            Isa::Base => vec![Isa::Base],
+        }
+    }
+
+    /// Planes around a tile's edge (ragged tiles, odd pitches, flipped source rows), written with
+    /// ordinary and with non-temporal stores, with either instruction set and into destinations
+    /// of every alignment class: the same result as the reference.
     #[test]
-    fn transposes_with_small_buffers_match_the_reference() {
+    fn transposes_by_plan_match_the_reference() {
         for itemsize in [1, 2, 4, 8, 16, 3] {
-            let (ni, nj) = if cfg!(miri) { (13, 11) } else { (150, 141) };
-            let src: Vec<u8> = (0..ni * nj * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
-            let size = itemsize as isize;
-            let (ss, ds) = ([size, ni as isize * size], [nj as isize * size, size]);
-            let mut expect = vec![0u8; ni * nj * itemsize];
-            reference_into(&src, 0, &[ni, nj], &ss, &ds, &mut expect, itemsize);
-            for bytes in [transpose::FALLBACK_BYTES, 40 * itemsize, itemsize] {
-                for isa in [Isa::detect(), Isa::Base] {
-                    let mut got = vec![0u8; expect.len()];
-                    let mut buf = vec![MaybeUninit::<u8>::uninit(); bytes];
-                    let plane = transpose::Plane {
-                        src: src.as_ptr(),
-                        src_ld: ss[1],
-                        dst: got.as_mut_ptr(),
-                        dst_ld: ds[0],
-                        ni,
-                        nj,
-                        stream: false,
-                    };
-                    // SAFETY: element (i, j) is read at i + j * ni and written at i * nj + j, both
-                    // below ni * nj, the length of `src` and `got` (separate buffers); `isa` is
-                    // `Isa::Base` or what `Isa::detect` found on this CPU.
-                    unsafe { transpose::transpose(plane, itemsize, isa, &mut buf) };
-                    assert!(got == expect, "itemsize {itemsize}, {bytes}-byte buffer, {isa:?}");
+            let edge = transpose::tile_edge(itemsize);
+            let shapes: &[(usize, usize)] =
+                if cfg!(miri) { &[(17, 18)] } else { &[(edge, edge), (edge + 5, edge / 2 + 19), (5, 7)] };
+            for &(ni, nj) in shapes {
+                for (pitch, flip) in [(ni, false), (ni + 1, false), (ni, true)] {
+                    let src: Vec<u8> = (0..nj * pitch * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
+                    let size = itemsize as isize;
+                    let (first, ld) =
+                        if flip { ((nj - 1) * pitch, -(pitch as isize)) } else { (0, pitch as isize) };
+                    let first = (first * itemsize) as isize;
+                    let (ss, ds) = ([size, ld * size], [nj as isize * size, size]);
+                    let mut expect = vec![0u8; ni * nj * itemsize];
+                    reference_into(&src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
+                    for stream in [false, true] {
+                        for isa in isas() {
+                            for shift in [0, 16, 1] {
+                                let mut got = vec![0u8; expect.len() + 128];
+                                // Line-aligned, so that `shift` decides the destination's alignment.
+                                let at = got.as_ptr().align_offset(64) + shift;
+                                let plane = transpose::Plane {
+                                    // SAFETY: `first` is inside `src` (see `reference_into`).
+                                    src: unsafe { src.as_ptr().offset(first) },
+                                    src_ld: ss[1],
+                                    // SAFETY: at < 64 + 16, inside the 128 spare bytes of `got`.
+                                    dst: unsafe { got.as_mut_ptr().add(at) },
+                                    dst_ld: ds[0],
+                                    ni,
+                                    nj,
+                                    stream,
+                                };
+                                // SAFETY: element (i, j) is read at first + i + j * ld elements
+                                // (inside `src`, as `reference_into` has checked) and written at
+                                // i * nj + j of the ni * nj elements from `at`, inside `got` (at
+                                // < 80 of 128 spare bytes); separate buffers; `isa` is Base or
+                                // detected.
+                                unsafe { transpose::transpose(plane, itemsize, isa) };
+                                assert!(
+                                    got[at..at + expect.len()] == expect[..],
+                                    "{ni}x{nj} itemsize {itemsize} pitch {pitch} flip {flip} stream {stream} \
+                                     {isa:?} shift {shift}"
+                                );
+                            }
+                        }
+                    }
                 }
+            }
+        }
+    }
+
+    /// Random permutations of compact arrays of 2 to 4 dimensions, large enough to use whole
+    /// micro-kernel blocks and tiles, for every element size, with the source steps and flips of
+    /// `random_layout` on top: the same result as the reference, on one thread and split.
+    #[test]
+    fn random_permutations_match_the_reference() {
+        // (cases, largest extent of the two long axes, of the others)
+        let (cases, long, short) = if cfg!(miri) { (12, 40, 3) } else { (240, 300, 12) };
+        let mut rng = Rng(17);
+        for case in 0..cases {
+            let itemsize = [1, 2, 4, 8, 16, 3][case % 6];
+            let ndim = 2 + rng.below(3);
+            // One or two long axes, the others short.
+            let mut shape: Vec<usize> = (0..ndim).map(|_| 1 + rng.below(short)).collect();
+            for _ in 0..2 {
+                let axis = rng.below(ndim);
+                shape[axis] = 1 + rng.below(long);
+            }
+            // At most 100 000 elements: halve the longest axis until then.
+            while shape.iter().product::<usize>() > 100_000 {
+                let longest = (0..ndim).max_by_key(|&k| shape[k]).unwrap();
+                shape[longest] /= 2;
+            }
+            let mut order: Vec<usize> = (0..ndim).collect();
+            rng.shuffle(&mut order);
+            // Source: compact in `order` (last fastest), some axes stepped or flipped.
+            let mut strides = vec![0isize; ndim];
+            let mut acc = 1isize;
+            for &k in order.iter().rev() {
+                let step = if rng.chance(5) { 2 } else { 1 };
+                strides[k] = acc * step;
+                acc *= shape[k] as isize * step;
+            }
+            let mut first = 0isize;
+            for k in 0..ndim {
+                if rng.chance(5) {
+                    first += (shape[k] as isize - 1) * strides[k];
+                    strides[k] = -strides[k];
+                }
+            }
+            let len_el = acc as usize;
+            let src: Vec<u8> = (0..len_el * itemsize).map(|_| rng.next() as u8).collect();
+            let ss: Vec<isize> = strides.iter().map(|s| s * itemsize as isize).collect();
+            let ds = row_major_bytes(&shape, itemsize);
+            let out_len = shape.iter().product::<usize>() * itemsize;
+            let mut expect = vec![0u8; out_len];
+            let first = first * itemsize as isize;
+            reference_into(&src, first, &shape, &ss, &ds, &mut expect, itemsize);
+            for parallel_min_bytes in [usize::MAX, 0] {
+                let mut got = vec![0u8; out_len];
+                // SAFETY: `reference_into` has just walked the same offsets with checked
+                // indexing; `first` is inside `src`; the destination is compact row-major.
+                unsafe {
+                    copy_strided_with(
+                        src.as_ptr().offset(first),
+                        &ss,
+                        got.as_mut_ptr(),
+                        &ds,
+                        &shape,
+                        itemsize,
+                        parallel_min_bytes,
+                    )
+                };
+                assert!(
+                    got == expect,
+                    "case {case}: shape {shape:?} source strides {strides:?} (elements) itemsize {itemsize} \
+                     split from {parallel_min_bytes}"
+                );
             }
         }
     }
@@ -928,7 +1051,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "8 MiB is too slow under Miri; stream_copy runs there on its own")]
     fn large_row_copies_stream_correctly() {
         for (itemsize, shift) in [(4, 0), (4, 1), (1, 3), (8, 0), (16, 5)] {
-            let (rows, cols) = ((transpose::STREAM_MIN_BYTES / itemsize).div_ceil(1021), 1021);
+            let (rows, cols) = ((ROW_STREAM_MIN_BYTES / itemsize).div_ceil(1021), 1021);
             let src: Vec<u8> =
                 (0..(rows * (cols + 3) + 1) * itemsize).map(|i| (i * 31 + i / 9) as u8).collect();
             let size = itemsize as isize;

@@ -2,10 +2,15 @@
 //! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
 //! square register blocks that a SIMD micro-kernel transposes in registers.
 //!
-//! Micro-kernels (x86-64): 8x8 of 1 and 2 bytes with SSE2 (always present), 8x8 of 4 bytes and
-//! 4x4 of 8 bytes with AVX2 when the CPU has it (checked at run time), else 4x4 and 2x2 with
-//! SSE2. Sixteen-byte elements are one vector each and move one by one; other sizes and other
-//! architectures use the portable element loop, still tiled.
+//! Each tile is transposed into a buffer on the stack and then written out row by row, with
+//! non-temporal (cache-bypassing) stores when the copy is larger than the caches. Nothing is
+//! allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses `tile_bytes`.
+//!
+//! Micro-kernels (x86-64): 16x16 one-byte and 8x8 two-byte elements with SSE2 (always present),
+//! 8x8 four-byte and 4x4 eight-byte elements with AVX2 when the CPU has it (checked at run
+//! time), else 4x4 and 2x2 with SSE2. Sixteen-byte elements are one vector each and move one by
+//! one. Other element sizes, other architectures and Miri use the portable element loop, still
+//! tiled.
 
 use std::mem::MaybeUninit;
 
@@ -30,89 +35,89 @@ pub(super) struct Plane {
 
 /// Transposing copies at least this large write their destination with non-temporal stores:
 /// they bypass the caches, so the destination's lines are not first read from memory. Measured
-/// here on float32 squares, best of 7: even at 1024x1024 (4 MiB), 30-70% faster from 2048x2048
-/// (16 MiB) on.
+/// with `bench/copy_bench.py` (see docs/benchmarks.md): at 16 MiB, streaming was 1.5-3x faster
+/// than ordinary stores for 4- and 8-byte elements, even though source and destination fit in
+/// this machine's 32 MiB last-level cache.
 pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
 
-/// Tile edge, in elements, per element size. Chosen by measurement on the 2-core AMD EPYC
-/// (Zen 3) this project runs on: square transposes (8192x8192 for 1, 2 and 4 bytes, 4096x4096 for
-/// 8 and 16) swept over square and rectangular tiles from 16 to 512 elements a side, best of 7
-/// (the tile loop took its edges from the environment for the sweep). Throughput rose up to
-/// tiles of about 512 bytes by 128 rows and was flat (within the machine's noise) beyond, so each
-/// size takes the smallest tile on that plateau. Tiles this large live in L2, not L1: at
-/// power-of-two row pitches every row of a tile maps to the same L1 sets anyway.
-pub(super) const fn tile_edge(itemsize: usize) -> usize {
+/// The tile buffer on the stack: room for the largest tile (`tile_bytes`). Threads that copy
+/// (the caller's, and the scoped threads of a split copy, which have 2 MiB) need this much
+/// stack besides their own.
+const TILE_BUFFER_BYTES: usize = 64 << 10;
+
+/// Bytes of tile per element size. Measured on the Zen 5 this project runs on (docs/
+/// benchmarks.md), 16 MiB transposes and permutations with tiles of 8, 16, 32 and 64 KiB: one-
+/// to four-byte elements were fastest with the largest (one-byte ones lost half their speed at
+/// 8 KiB), eight-byte ones at 32 KiB, and sixteen-byte ones at 16 KiB (2.5x faster than with
+/// 64 KiB tiles, which is what they had before).
+const fn tile_bytes(itemsize: usize) -> usize {
     match itemsize {
-        1 | 2 => 256,
-        4 => 128,
-        _ => 64,
+        1..=4 => 64 << 10,
+        8 => 32 << 10,
+        _ => 16 << 10,
     }
 }
 
-/// Bytes of tile buffer `transpose` needs for full-size tiles of elements of `itemsize` bytes.
-pub(super) const fn buffer_bytes(itemsize: usize) -> usize {
-    let edge = tile_edge(itemsize);
-    edge * edge * itemsize
-}
-
-/// A tile buffer this small fits on any thread's stack: the fallback when the full-size one
-/// cannot be allocated.
-pub(super) const FALLBACK_BYTES: usize = 16 << 10;
-
-/// The tile edge for a buffer of `bytes` bytes: the measured edge, or less when the buffer is
-/// smaller, a multiple of 8 (every micro-kernel's block edge divides 8), and at least 1.
-fn edge_for(itemsize: usize, bytes: usize) -> usize {
-    let mut edge = tile_edge(itemsize);
-    while edge > 8 && edge * edge * itemsize > bytes {
-        edge -= 8;
-    }
-    while edge > 1 && edge * edge * itemsize > bytes {
-        edge -= 1;
+/// The edge, in elements, of a square tile for elements of `itemsize` bytes: the largest
+/// multiple of 16 (every micro-kernel's block edge divides 16) whose tile fits in `tile_bytes`.
+pub(super) const fn tile_edge(itemsize: usize) -> usize {
+    let mut edge = 256;
+    while edge > 16 && edge * edge * itemsize > tile_bytes(itemsize) {
+        edge -= 16;
     }
     edge
 }
 
-/// A register-block transpose of `R x R` elements.
+#[repr(C, align(64))]
+struct TileBuffer([MaybeUninit<u8>; TILE_BUFFER_BYTES]);
+
+/// A register-block transpose of `R x R` elements, and optionally of `R` source rows by `WIDE`
+/// elements (`WIDE` destination rows of `R`): a wider block that reads whole cache lines.
 trait Micro {
     const R: usize;
+    /// 0 when there is no wide block.
+    const WIDE: usize = 0;
     /// # Safety
     /// The `R x R` block at `(s, sl)` is readable and the one at `(d, dl)` writable (as in
     /// `Plane`); the CPU has the features the implementation is compiled for.
     unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize);
+    /// # Safety
+    /// As for `run`, for the `WIDE x R` block; only called when `WIDE` is not 0.
+    unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        let _ = (s, sl, d, dl);
+        unreachable!("no wide block")
+    }
 }
 
 /// Transposes `p` with elements of `itemsize` bytes.
 ///
-/// `buf` is scratch space: `buffer_bytes(itemsize)` bytes give the measured tile size, fewer give
-/// smaller tiles (at least one element: `itemsize` bytes).
-///
 /// # Safety
 /// Every element of the plane is readable at its source address and writable at its destination
-/// address, and the two ranges do not overlap.
-pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa, buf: &mut [MaybeUninit<u8>]) {
-    assert!(buf.len() >= itemsize, "transpose buffer too small");
-    let tile = (edge_for(itemsize, buf.len()), buf.as_mut_ptr().cast::<u8>());
+/// address, and the two ranges do not overlap; `isa` is `Isa::Base` or what `Isa::detect` found.
+pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     // SAFETY: in every arm, per this function's contract; AVX2 kernels run only when `isa` says
     // the CPU has AVX2.
     unsafe {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
-            (1, _) => return tiles::<1, x86::B8x8x1>(p, tile),
-            (2, _) => return tiles::<2, x86::B8x8x2>(p, tile),
-            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p, tile),
-            (4, _) => return tiles::<4, x86::B4x4x4>(p, tile),
-            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p, tile),
-            (8, _) => return tiles::<8, x86::B2x2x8>(p, tile),
+            (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B32x16x1>(p),
+            (1, _) => return tiles::<1, x86::B16x16x1>(p),
+            (2, Isa::Avx2) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
+            (2, _) => return tiles::<2, x86::B8x8x2>(p),
+            (4, Isa::Avx2) => return x86::tiles_avx2::<4, x86::B8x8x4>(p),
+            (4, _) => return tiles::<4, x86::B4x4x4>(p),
+            (8, Isa::Avx2) => return x86::tiles_avx2::<8, x86::B4x4x8>(p),
+            (8, _) => return tiles::<8, x86::B2x2x8>(p),
             _ => {}
         }
         let _ = isa;
         match itemsize {
-            1 => tiles::<1, Scalar<1>>(p, tile),
-            2 => tiles::<2, Scalar<2>>(p, tile),
-            4 => tiles::<4, Scalar<4>>(p, tile),
-            8 => tiles::<8, Scalar<8>>(p, tile),
-            16 => tiles::<16, Scalar<16>>(p, tile),
-            n => tiles_any(p, tile, n),
+            1 => tiles::<1, Scalar<1>>(p),
+            2 => tiles::<2, Scalar<2>>(p),
+            4 => tiles::<4, Scalar<4>>(p),
+            8 => tiles::<8, Scalar<8>>(p),
+            16 => tiles::<16, Scalar<16>>(p),
+            n => tiles_any(p, n),
         }
     }
 }
@@ -124,8 +129,40 @@ impl<const N: usize> Micro for Scalar<N> {
     #[inline(always)]
     unsafe fn run(s: *const u8, _: isize, d: *mut u8, _: isize) {
         // SAFETY: per the trait contract.
-        unsafe { d.cast::<[u8; N]>().write_unaligned(s.cast::<[u8; N]>().read_unaligned()) }
+        unsafe { move_n::<N>(s, d) }
     }
+}
+
+/// Writes `len` bytes from the tile buffer to the destination: with non-temporal (cache-bypassing)
+/// stores when `stream` and whole vectors, else an ordinary copy.
+///
+/// # Safety
+/// `s` readable and `d` writable for `len` bytes; they do not overlap; when `stream`, `d` is
+/// 16-byte aligned.
+#[inline(always)]
+unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if len.is_multiple_of(16) {
+        use std::arch::x86_64::*;
+        // Inline vector moves: a row is a few hundred bytes, where calling memcpy cost a third
+        // of a one-byte transpose's time.
+        for k in (0..len).step_by(16) {
+            // SAFETY: per the function contract; when streaming the destination is 16-byte
+            // aligned.
+            unsafe {
+                let v = _mm_loadu_si128(s.add(k).cast());
+                if stream {
+                    _mm_stream_si128(d.add(k).cast(), v)
+                } else {
+                    _mm_storeu_si128(d.add(k).cast(), v)
+                }
+            }
+        }
+        return;
+    }
+    let _ = stream;
+    // SAFETY: per the function contract.
+    unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
 }
 
 /// The tile loop for elements of `N` bytes with micro-kernel `K`.
@@ -137,10 +174,17 @@ impl<const N: usize> Micro for Scalar<N> {
 /// their other halves are written (measured: about half the throughput at 8192x8192).
 ///
 /// # Safety
-/// As for `transpose`, `tile.1` is a buffer of `tile.0 * tile.0 * N` bytes, and the CPU has
-/// `K`'s features.
+/// As for `transpose`, and the CPU has `K`'s features.
 #[inline(always)]
-unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8)) {
+unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
+    // Non-temporal stores need 16-byte aligned destination rows; otherwise ordinary stores.
+    let stream = p.stream
+        && cfg!(all(target_arch = "x86_64", not(miri)))
+        && p.dst.addr().is_multiple_of(16)
+        && p.dst_ld.unsigned_abs().is_multiple_of(16);
+    let mut buffer = TileBuffer([MaybeUninit::uninit(); TILE_BUFFER_BYTES]);
+    let b = buffer.0.as_mut_ptr().cast::<u8>();
+    let tile = tile_edge(N);
     let (ti, tj) = (tile, tile);
     let pitch = tj * N; // buffer bytes per destination row
     let size = N as isize;
@@ -163,6 +207,13 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8))
                     }
                 }
                 let mut i = i0;
+                if K::WIDE > 0 {
+                    while i + K::WIDE <= i1 {
+                        // SAFETY: the R x WIDE block at (i, j) lies in the plane and in the buffer.
+                        unsafe { K::run_wide(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
+                        i += K::WIDE;
+                    }
+                }
                 while i + r <= i1 {
                     // SAFETY: the R x R block at (i, j) lies in the plane and in the buffer.
                     unsafe { K::run(src_at(i, j), p.src_ld, in_buf(i, j), pitch as isize) };
@@ -183,36 +234,13 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane, (tile, b): (usize, *mut u8))
                 let d = p.dst.wrapping_offset(i as isize * p.dst_ld + j0 as isize * size);
                 // SAFETY: the destination row segment (i, j0..j1) lies in the plane; the buffer
                 // row was filled above and does not overlap it.
-                unsafe { store_row(in_buf(i, j0), d, (j1 - j0) * N, p.stream) };
+                unsafe { store_row(in_buf(i, j0), d, (j1 - j0) * N, stream) };
             }
         }
     }
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if p.stream {
-        // SAFETY: a store fence has no memory-safety preconditions.
-        unsafe { std::arch::x86_64::_mm_sfence() };
+    if stream {
+        super::store_fence();
     }
-}
-
-/// Writes `len` bytes from the tile buffer to the destination: with non-temporal (cache-bypassing)
-/// stores when `stream` and the destination is 16-byte aligned, else an ordinary copy.
-///
-/// # Safety
-/// `s` readable and `d` writable for `len` bytes; they do not overlap.
-#[inline(always)]
-unsafe fn store_row(s: *const u8, d: *mut u8, len: usize, stream: bool) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if stream && d.addr().is_multiple_of(16) && len.is_multiple_of(16) {
-        use std::arch::x86_64::*;
-        for k in (0..len).step_by(16) {
-            // SAFETY: per the function contract; the destination is 16-byte aligned.
-            unsafe { _mm_stream_si128(d.add(k).cast(), _mm_loadu_si128(s.add(k).cast())) };
-        }
-        return;
-    }
-    let _ = stream;
-    // SAFETY: per the function contract.
-    unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
 }
 
 /// A hint to fetch the cache line holding `p`. Never faults, whatever `p` is.
@@ -239,8 +267,9 @@ unsafe fn move_n<const N: usize>(s: *const u8, d: *mut u8) {
 ///
 /// # Safety
 /// As for `transpose`.
-unsafe fn tiles_any(p: Plane, (tile, _): (usize, *mut u8), itemsize: usize) {
+unsafe fn tiles_any(p: Plane, itemsize: usize) {
     let size = itemsize as isize;
+    let tile = 64;
     for i0 in (0..p.ni).step_by(tile) {
         let i1 = (i0 + tile).min(p.ni);
         for j0 in (0..p.nj).step_by(tile) {
@@ -262,14 +291,15 @@ mod x86 {
 
     use super::{Micro, Plane, tiles};
 
-    /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it.
+    /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it (and SSE2
+    /// ones get the shorter VEX encodings).
     ///
     /// # Safety
     /// As for `transpose`, and the CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane, tile: (usize, *mut u8)) {
+    pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane) {
         // SAFETY: per this function's contract.
-        unsafe { tiles::<N, K>(p, tile) }
+        unsafe { tiles::<N, K>(p) }
     }
 
     /// Source row `k` of a block (`k` steps of the source's leading stride).
@@ -282,40 +312,168 @@ mod x86 {
         d.wrapping_offset(k * dl)
     }
 
-    /// 8x8 one-byte elements: eight 8-byte rows interleaved by 8, 16 and 32 bits.
-    pub(super) struct B8x8x1;
-    impl Micro for B8x8x1 {
-        const R: usize = 8;
+    /// 16 rows of 32 one-byte elements with AVX2: each source line is loaded in two pieces
+    /// rather than `B16x16x1`'s four (16 lines at a power-of-two pitch all fall in one set of the
+    /// first-level cache, which holds 12, so every piece reloads its line from the second
+    /// level). The two 128-bit lanes are two independent 16x16 transposes, the same steps as
+    /// `B16x16x1`'s. Its square block is `B16x16x1`.
+    pub(super) struct B32x16x1;
+    impl Micro for B32x16x1 {
+        const R: usize = 16;
+        const WIDE: usize = 32;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract.
+            unsafe { B16x16x1::run(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX2).
+            unsafe { b32x16x1(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn b32x16x1(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B32x16x1::run_wide's contract; unaligned loads and stores.
+        unsafe {
+            macro_rules! ld {
+                ($k:expr) => {
+                    _mm256_loadu_si256(row(s, sl, $k).cast())
+                };
+            }
+            let r = [
+                ld!(0),
+                ld!(1),
+                ld!(2),
+                ld!(3),
+                ld!(4),
+                ld!(5),
+                ld!(6),
+                ld!(7),
+                ld!(8),
+                ld!(9),
+                ld!(10),
+                ld!(11),
+                ld!(12),
+                ld!(13),
+                ld!(14),
+                ld!(15),
+            ];
+            macro_rules! stage {
+                ($v:expr, $lo:ident, $hi:ident) => {{
+                    let v = $v;
+                    [
+                        $lo(v[0], v[1]),
+                        $lo(v[2], v[3]),
+                        $lo(v[4], v[5]),
+                        $lo(v[6], v[7]),
+                        $lo(v[8], v[9]),
+                        $lo(v[10], v[11]),
+                        $lo(v[12], v[13]),
+                        $lo(v[14], v[15]),
+                        $hi(v[0], v[1]),
+                        $hi(v[2], v[3]),
+                        $hi(v[4], v[5]),
+                        $hi(v[6], v[7]),
+                        $hi(v[8], v[9]),
+                        $hi(v[10], v[11]),
+                        $hi(v[12], v[13]),
+                        $hi(v[14], v[15]),
+                    ]
+                }};
+            }
+            let a = stage!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8);
+            let b = stage!(a, _mm256_unpacklo_epi16, _mm256_unpackhi_epi16);
+            let c = stage!(b, _mm256_unpacklo_epi32, _mm256_unpackhi_epi32);
+            let e = stage!(c, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
+            // Lane l of result k is destination row 16 * l + ROW16[k].
+            macro_rules! st {
+                ($($k:literal)*) => {
+                    $(
+                        _mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), _mm256_castsi256_si128(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 16 + ROW16[$k]).cast(), _mm256_extracti128_si256::<1>(e[$k]));
+                    )*
+                };
+            }
+            st!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        }
+    }
+
+    /// 16x16 one-byte elements: sixteen 16-byte rows interleaved by 8, 16, 32 and 64 bits.
+    pub(super) struct B16x16x1;
+    impl Micro for B16x16x1 {
+        const R: usize = 16;
         #[inline(always)]
         unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
             // SAFETY: per the trait contract (SSE2 is part of x86-64); unaligned loads/stores.
             unsafe {
-                let ld = |k| _mm_loadl_epi64(row(s, sl, k).cast());
-                let a0 = _mm_unpacklo_epi8(ld(0), ld(1));
-                let a1 = _mm_unpacklo_epi8(ld(2), ld(3));
-                let a2 = _mm_unpacklo_epi8(ld(4), ld(5));
-                let a3 = _mm_unpacklo_epi8(ld(6), ld(7));
-                let b0 = _mm_unpacklo_epi16(a0, a1);
-                let b1 = _mm_unpackhi_epi16(a0, a1);
-                let b2 = _mm_unpacklo_epi16(a2, a3);
-                let b3 = _mm_unpackhi_epi16(a2, a3);
-                // Each result holds two destination rows: the low and the high 8 bytes.
-                for (k, v) in [
-                    _mm_unpacklo_epi32(b0, b2),
-                    _mm_unpackhi_epi32(b0, b2),
-                    _mm_unpacklo_epi32(b1, b3),
-                    _mm_unpackhi_epi32(b1, b3),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let k = 2 * k as isize;
-                    _mm_storel_epi64(out(d, dl, k).cast(), v);
-                    _mm_storel_epi64(out(d, dl, k + 1).cast(), _mm_unpackhi_epi64(v, v));
+                macro_rules! ld {
+                    ($k:expr) => {
+                        _mm_loadu_si128(row(s, sl, $k).cast())
+                    };
                 }
+                let r = [
+                    ld!(0),
+                    ld!(1),
+                    ld!(2),
+                    ld!(3),
+                    ld!(4),
+                    ld!(5),
+                    ld!(6),
+                    ld!(7),
+                    ld!(8),
+                    ld!(9),
+                    ld!(10),
+                    ld!(11),
+                    ld!(12),
+                    ld!(13),
+                    ld!(14),
+                    ld!(15),
+                ];
+                // Each stage pairs neighbours: lo halves into the first eight results, hi halves
+                // into the last eight (constant indices only, so everything stays in registers).
+                macro_rules! stage {
+                    ($v:expr, $lo:ident, $hi:ident) => {{
+                        let v = $v;
+                        [
+                            $lo(v[0], v[1]),
+                            $lo(v[2], v[3]),
+                            $lo(v[4], v[5]),
+                            $lo(v[6], v[7]),
+                            $lo(v[8], v[9]),
+                            $lo(v[10], v[11]),
+                            $lo(v[12], v[13]),
+                            $lo(v[14], v[15]),
+                            $hi(v[0], v[1]),
+                            $hi(v[2], v[3]),
+                            $hi(v[4], v[5]),
+                            $hi(v[6], v[7]),
+                            $hi(v[8], v[9]),
+                            $hi(v[10], v[11]),
+                            $hi(v[12], v[13]),
+                            $hi(v[14], v[15]),
+                        ]
+                    }};
+                }
+                let a = stage!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8);
+                let b = stage!(a, _mm_unpacklo_epi16, _mm_unpackhi_epi16);
+                let c = stage!(b, _mm_unpacklo_epi32, _mm_unpackhi_epi32);
+                let e = stage!(c, _mm_unpacklo_epi64, _mm_unpackhi_epi64);
+                macro_rules! st {
+                    ($($k:literal)*) => {
+                        $(_mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), e[$k]);)*
+                    };
+                }
+                st!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             }
         }
     }
+
+    /// The destination row of each result of `B16x16x1`'s last stage: pairing neighbours four
+    /// times leaves the columns in bit-reversed order.
+    const ROW16: [isize; 16] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
 
     /// 8x8 two-byte elements: eight 16-byte rows interleaved by 16, 32 and 64 bits.
     pub(super) struct B8x8x2;
