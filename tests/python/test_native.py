@@ -173,3 +173,21 @@ def test_zeros_are_zero_even_on_reused_blocks(shape):
     for dtype in ("float64", "int8", "bool"):
         z = dlbridge.zeros(shape, dtype)
         assert z.shape == shape and not z.numpy().any()
+
+
+def test_ints_beyond_int64_take_the_fallback_cleanly():
+    # LONG_AS_LONG_LONG's -1 with OverflowError set must not leak out of a fast path (CPython
+    # would raise SystemError: "returned a result with an exception set").
+    t = dlbridge.zeros((2, 3))
+    big = 2**100
+    cap = t.__dlpack__(max_version=(big, 0))
+    assert type(cap).__name__ == "PyCapsule"
+    assert dlbridge.from_dlpack(cap).shape == (2, 3)
+    for call in (
+        lambda: dlbridge.zeros((big,)),
+        lambda: dlbridge.empty((2, big)),
+        lambda: t.view((2, 3), (big, 1)),
+        lambda: t.view((6,), None, big),
+    ):
+        with pytest.raises((ValueError, OverflowError)):
+            call()

@@ -1008,8 +1008,10 @@ fn exact_int(n: &Native, o: *mut PyObject) -> Option<i64> {
     }
     // SAFETY: GIL held; an int.
     let v = unsafe { (n.long_as_long_long)(o) };
+    // -1 is also the error value: an int beyond i64 leaves OverflowError set, which must not
+    // outlive this call (CPython would report a result returned with an exception set).
     // SAFETY: GIL held.
-    if v == -1 && unsafe { (n.err_exception_matches)(std::ptr::null_mut()) } != 0 {
+    if v == -1 && API.get().is_some_and(|py| unsafe { !(py.err_occurred)().is_null() }) {
         // SAFETY: GIL held.
         unsafe { (n.err_clear)() };
         return None;
