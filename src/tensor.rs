@@ -11,6 +11,10 @@ use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 use crate::transfer;
 
+/// Up to this many bytes, a contiguous host tensor is copied by one `memcpy` and cast by one
+/// conversion loop, decided before the general copy planner runs (see `Tensor::small_host_run`).
+const SMALL_RUN_BYTES: usize = 1 << 20;
+
 /// A tensor: memory on a device, a strided layout over it (shape and strides counted in
 /// elements, strides may be negative or zero), a dtype and a read-only bit.
 ///
@@ -220,6 +224,18 @@ impl Tensor {
     fn copy_to(&self, device: Device) -> Result<Tensor> {
         self.device().ensure_runtime()?;
         let layout = Layout::new(self.shape(), None, self.dtype.itemsize())?;
+        if let Some(bytes) = self.small_host_run(device, self.dtype.itemsize()) {
+            // The small-tensor path: the general planner costs more than copying a few bytes.
+            let storage = Storage::allocate(device, bytes, false)?;
+            if bytes > 0 {
+                // SAFETY: `small_host_run` found the source to be `bytes` contiguous bytes of
+                // host memory from `self.data`, inside its validated storage; the destination is
+                // a new host allocation of `bytes` bytes, so the two cannot overlap.
+                unsafe { std::ptr::copy_nonoverlapping(self.data, storage.base(), bytes) };
+            }
+            let data = storage.base();
+            return Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false });
+        }
         // SAFETY: this tensor's layout was validated against its storage, which lives on
         // `self.device()` and outlives the call.
         let storage =
@@ -262,6 +278,16 @@ impl Tensor {
         if out.numel() == 0 {
             return Ok(out);
         }
+        let widest = self.dtype.itemsize().max(dtype.itemsize());
+        if self.small_host_run(self.device(), widest).is_some() {
+            // The small-tensor path: both sides are row-major runs, so one conversion loop
+            // over every element does the whole cast.
+            let (src, dst) = (self.dtype.itemsize() as isize, dtype.itemsize() as isize);
+            // SAFETY: the source is `numel` contiguous elements of host memory inside its
+            // validated storage; `out` is a new row-major host tensor of as many elements.
+            unsafe { crate::cast::convert_row(from, to, self.data, src, out.data, dst, out.numel()) };
+            return Ok(out);
+        }
         let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
         // SAFETY: the source layout was validated against its storage; the destination is a new
         // row-major allocation of the same shape.
@@ -271,6 +297,21 @@ impl Tensor {
             })
         };
         Ok(out)
+    }
+
+    /// For a small contiguous tensor in host memory, copied (or cast) into new memory on a host
+    /// `device`: the bytes a run of its elements takes at `itemsize` bytes each (at most
+    /// `SMALL_RUN_BYTES`). Such copies and casts skip the general planner, whose set-up
+    /// (simplifying the layout, choosing a kernel) costs more than moving a few hundred bytes;
+    /// larger ones go through it, where that set-up is nothing next to the data and the kernels
+    /// choose streaming stores or threads.
+    fn small_host_run(&self, device: Device, itemsize: usize) -> Option<usize> {
+        let bytes = self.numel().checked_mul(itemsize)?;
+        (bytes <= SMALL_RUN_BYTES
+            && self.device().is_host_accessible()
+            && device.is_host_accessible()
+            && self.layout.is_contiguous())
+        .then_some(bytes)
     }
 
     /// The shape and the byte strides of `self` and of `out` (a tensor of the same shape), as
