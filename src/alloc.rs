@@ -84,7 +84,8 @@ impl<T> Shared<T> {
         // Room to align the tail wherever the allocator puts the block: no aligned allocation
         // (see host_memory for why glibc's are avoided).
         let extra = tail.checked_add(align - 1)?;
-        let layout = std::alloc::Layout::from_size_align(head.size().checked_add(extra)?, head.align()).ok()?;
+        let layout =
+            std::alloc::Layout::from_size_align(head.size().checked_add(extra)?, head.align()).ok()?;
         // SAFETY: the layout has a non-zero size (it holds at least the record).
         let block = unsafe { std::alloc::alloc(layout) };
         if block.is_null() {
