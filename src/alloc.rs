@@ -139,12 +139,18 @@ impl<T> Clone for Shared<T> {
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
-            return;
+        // The only reference (how most tensors' storage ends) goes without the atomic
+        // decrement, which costs a locked instruction: with the count at 1 nobody else holds a
+        // reference that could be cloned or dropped meanwhile, and this Acquire load pairs with
+        // the Release decrement of every thread that let go before.
+        if self.inner().count.load(Ordering::Acquire) != 1 {
+            if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            // Every other reference's uses happen before the value is dropped (the Release
+            // above, on every thread that let go, pairs with this Acquire).
+            fence(Ordering::Acquire);
         }
-        // Every other reference's uses happen before the value is dropped (the Release above,
-        // on every thread that let go, pairs with this Acquire).
-        fence(Ordering::Acquire);
         let inner = self.inner.as_ptr();
         let extra = self.inner().extra;
         if extra == 0 {
@@ -222,6 +228,32 @@ mod tests {
         assert_eq!(Shared::count(&b), 1);
         drop(b);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn tailed_values_own_aligned_bytes_and_drop_once() {
+        let drops = AtomicUsize::new(0);
+        for (len, align, zeroed) in [(0, 1, false), (1, 256, true), (64, 256, true), (4096, 64, false)] {
+            let mut tail = std::ptr::null_mut();
+            let a = Shared::try_new_tailed(len, align, zeroed, |p| {
+                tail = p;
+                Counted(&drops)
+            })
+            .unwrap();
+            assert_eq!(tail as usize % align, 0);
+            // SAFETY: the tail is `len` bytes of the live block (zeroed when asked).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(tail, len) };
+            if zeroed {
+                assert!(bytes.iter().all(|&b| b == 0));
+            }
+            bytes.fill(0xa5);
+            // A second reference (freed through the atomic decrement), then the last.
+            let b = a.clone();
+            drop(a);
+            assert_eq!((Shared::count(&b), drops.load(Ordering::SeqCst)), (1, 0));
+            drop(b);
+            assert_eq!(drops.swap(0, Ordering::SeqCst), 1);
+        }
     }
 
     #[test]

@@ -474,6 +474,34 @@ mod tests {
     }
 
     #[test]
+    fn small_contiguous_copies_and_casts_take_the_direct_path_and_match() {
+        // A contiguous run in the middle of its storage, with extent-1 axes of any stride: the
+        // direct path must start at the view's first element and copy exactly its elements.
+        let t = arange_f32(10);
+        let v = t.view(&[1, 2, 1, 3], Some(&[i64::MAX, 3, -7, 1]), 2).unwrap();
+        assert!(v.is_contiguous() && v.small_host_run(Device::CPU, 4) == Some(24));
+        let c = v.copy().unwrap();
+        assert_eq!((c.shape(), c.strides()), (&[1i64, 2, 1, 3][..], &[6i64, 3, 3, 1][..]));
+        assert_eq!(values_f32(&c), [2., 3., 4., 5., 6., 7.]);
+        assert!(!c.shares_memory(&t));
+        let d = v.cast(Scalar::F64.dtype()).unwrap();
+        // SAFETY: d is a fresh row-major host tensor of 6 f64s, all written by the cast.
+        let got = unsafe { std::slice::from_raw_parts(d.data_ptr().cast::<f64>(), 6) };
+        assert_eq!(got, [2., 3., 4., 5., 6., 7.]);
+        let i = v.cast(Scalar::I16.dtype()).unwrap().cast(Scalar::F32.dtype()).unwrap();
+        assert_eq!(values_f32(&i), [2., 3., 4., 5., 6., 7.]);
+        // Strided and large tensors take the general planner, with the same results.
+        assert_eq!(t.view(&[3], Some(&[3]), 0).unwrap().small_host_run(Device::CPU, 4), None);
+        let n = SMALL_RUN_BYTES / 4 + 1;
+        let big = arange_f32(n as i64);
+        assert_eq!(big.small_host_run(Device::CPU, 4), None);
+        assert_eq!(values_f32(&big)[n - 3..], [(n - 3) as f32, (n - 2) as f32, (n - 1) as f32]);
+        // No elements: nothing to copy, nothing read.
+        let z = Tensor::empty(&[0, 4], DType::F32, Device::CPU, false).unwrap();
+        assert_eq!((z.copy().unwrap().numel(), z.cast(DType::F64).unwrap().numel()), (0, 0));
+    }
+
+    #[test]
     fn casts_of_degenerate_layouts_do_not_overflow() {
         // An extent-1 axis may have any stride, and a zero-element shape any extents: neither may
         // overflow when turned into byte strides.
