@@ -95,10 +95,14 @@ impl Tensor {
         read_only: bool,
         owner: Owner,
     ) -> std::result::Result<Tensor, (Error, Owner)> {
-        let checked = Layout::new(shape, strides, dtype.itemsize())
-            .and_then(|layout| reached_bytes(data, &layout).map(|range| (layout, range)));
-        let (layout, (base, len)) = match checked {
-            Ok(ok) => ok,
+        // Two plain matches: built as one `Result` of a tuple, the layout was moved through
+        // memory twice more on every import.
+        let layout = match Layout::new(shape, strides, dtype.itemsize()) {
+            Ok(layout) => layout,
+            Err(e) => return Err((e, owner)),
+        };
+        let (base, len) = match reached_bytes(data, &layout) {
+            Ok(range) => range,
             Err(e) => return Err((e, owner)),
         };
         // SAFETY: the caller vouches for the memory; `base`/`len` are exactly what the layout reaches.
