@@ -139,18 +139,12 @@ impl<T> Clone for Shared<T> {
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        // The only reference (how most tensors' storage ends) goes without the atomic
-        // decrement, which costs a locked instruction: with the count at 1 nobody else holds a
-        // reference that could be cloned or dropped meanwhile, and this Acquire load pairs with
-        // the Release decrement of every thread that let go before.
-        if self.inner().count.load(Ordering::Acquire) != 1 {
-            if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
-                return;
-            }
-            // Every other reference's uses happen before the value is dropped (the Release
-            // above, on every thread that let go, pairs with this Acquire).
-            fence(Ordering::Acquire);
+        if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
+            return;
         }
+        // Every other reference's uses happen before the value is dropped (the Release above,
+        // on every thread that let go, pairs with this Acquire).
+        fence(Ordering::Acquire);
         let inner = self.inner.as_ptr();
         let extra = self.inner().extra;
         if extra == 0 {
