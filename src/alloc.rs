@@ -47,6 +47,9 @@ pub struct Shared<T> {
 
 struct Inner<T> {
     count: AtomicUsize,
+    /// The bytes allocated after this record (see [`Shared::try_new_tailed`]); 0 for a record
+    /// allocated on its own.
+    extra: usize,
     value: T,
 }
 
@@ -59,9 +62,48 @@ unsafe impl<T: Send + Sync> Sync for Shared<T> {}
 impl<T> Shared<T> {
     /// One reference to `value`, or `value` back when the allocation fails.
     pub fn try_new(value: T) -> Result<Shared<T>, T> {
-        match try_box(Inner { count: AtomicUsize::new(1), value }) {
+        match try_box(Inner { count: AtomicUsize::new(1), extra: 0, value }) {
             Ok(inner) => Ok(Shared { inner: NonNull::from(Box::leak(inner)) }),
             Err(inner) => Err(inner.value),
+        }
+    }
+
+    /// One reference to the value `make` builds from the address of `tail` bytes that live in
+    /// the same allocation, after the value, at an address aligned to `align` (a power of two),
+    /// zeroed if asked; None when the allocation fails (then `make` is not called). The bytes
+    /// live exactly as long as the value: one allocation and one free instead of two, for a
+    /// value that owns a small buffer (a small tensor's storage and its data).
+    pub fn try_new_tailed(
+        tail: usize,
+        align: usize,
+        zeroed: bool,
+        make: impl FnOnce(*mut u8) -> T,
+    ) -> Option<Shared<T>> {
+        debug_assert!(align.is_power_of_two());
+        let head = std::alloc::Layout::new::<Inner<T>>();
+        // Room to align the tail wherever the allocator puts the block: no aligned allocation
+        // (see host_memory for why glibc's are avoided).
+        let extra = tail.checked_add(align - 1)?;
+        let layout =
+            std::alloc::Layout::from_size_align(head.size().checked_add(extra)?, head.align()).ok()?;
+        // SAFETY: the layout has a non-zero size (it holds at least the record).
+        let block = unsafe { std::alloc::alloc(layout) };
+        if block.is_null() {
+            return None;
+        }
+        let after = block.wrapping_add(head.size());
+        let data = after.wrapping_add(after.align_offset(align));
+        if zeroed {
+            // SAFETY: `data` and the `tail` bytes after it lie inside the new block, past the
+            // record (the block has `align - 1` bytes of room for the alignment).
+            unsafe { data.write_bytes(0, tail) };
+        }
+        let inner = block.cast::<Inner<T>>();
+        // SAFETY: the block starts with room for the record, aligned for it (the layout's
+        // alignment is the record's); `Drop` frees it with the same layout, rebuilt from `extra`.
+        unsafe {
+            inner.write(Inner { count: AtomicUsize::new(1), extra, value: make(data) });
+            Some(Shared { inner: NonNull::new_unchecked(inner) })
         }
     }
 
@@ -103,8 +145,22 @@ impl<T> Drop for Shared<T> {
         // Every other reference's uses happen before the value is dropped (the Release above,
         // on every thread that let go, pairs with this Acquire).
         fence(Ordering::Acquire);
-        // SAFETY: this was the last reference; the block came from `try_box`.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        let inner = self.inner.as_ptr();
+        let extra = self.inner().extra;
+        if extra == 0 {
+            // SAFETY: this was the last reference; the block came from `try_box`.
+            drop(unsafe { Box::from_raw(inner) });
+            return;
+        }
+        let head = std::alloc::Layout::new::<Inner<T>>();
+        // SAFETY: this was the last reference; the block came from `try_new_tailed`, whose
+        // layout was this one (it checked that the size fits); the value is dropped once, then
+        // the block freed.
+        unsafe {
+            std::ptr::drop_in_place(inner);
+            let layout = std::alloc::Layout::from_size_align_unchecked(head.size() + extra, head.align());
+            std::alloc::dealloc(inner.cast(), layout);
+        }
     }
 }
 
@@ -166,6 +222,32 @@ mod tests {
         assert_eq!(Shared::count(&b), 1);
         drop(b);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn tailed_values_own_aligned_bytes_and_drop_once() {
+        let drops = AtomicUsize::new(0);
+        for (len, align, zeroed) in [(0, 1, false), (1, 256, true), (64, 256, true), (4096, 64, false)] {
+            let mut tail = std::ptr::null_mut();
+            let a = Shared::try_new_tailed(len, align, zeroed, |p| {
+                tail = p;
+                Counted(&drops)
+            })
+            .unwrap();
+            assert_eq!(tail as usize % align, 0);
+            // SAFETY: the tail is `len` bytes of the live block (zeroed when asked).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(tail, len) };
+            if zeroed {
+                assert!(bytes.iter().all(|&b| b == 0));
+            }
+            bytes.fill(0xa5);
+            // A second reference (freed through the atomic decrement), then the last.
+            let b = a.clone();
+            drop(a);
+            assert_eq!((Shared::count(&b), drops.load(Ordering::SeqCst)), (1, 0));
+            drop(b);
+            assert_eq!(drops.swap(0, Ordering::SeqCst), 1);
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub fn live_allocations() -> i64 {
     LIVE.load(Ordering::SeqCst)
 }
 
+/// Host allocations up to this many bytes live in the storage's own record.
+const INLINE_MAX_BYTES: usize = 4096;
+
 /// A release callback for memory the caller lent us: `release(ctx)`, called exactly once.
 pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
 
@@ -28,6 +31,9 @@ pub type ReleaseFn = unsafe extern "C" fn(ctx: *mut c_void);
 pub enum Owner {
     /// dlbridge's own allocation (None when zero bytes were asked for).
     Host(#[allow(dead_code, reason = "held for its Drop, which gives the block back")] Option<HostBlock>),
+    /// dlbridge's own small host allocation, which lives in the storage's own record (see
+    /// `Storage::allocate_host`) and goes with it.
+    Inline,
     /// Memory lent by the caller of `dlb_tensor_from_data`.
     Foreign { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// An imported DLPack tensor; dropping the deleter runs the producer's deleter.
@@ -129,8 +135,15 @@ impl Storage {
     }
 
     fn allocate_host(device: Device, len: usize, zeroed: bool) -> Result<Shared<Storage>> {
+        let failed = || Error::out_of_memory(format_args!("allocating {len} bytes on {device} failed"));
+        if len <= INLINE_MAX_BYTES {
+            // Small tensors (most of those Python code makes) take one allocation, not two: the
+            // data sits after the storage's record, in the same block.
+            let make = |base| Storage::counted(base, len, device, Owner::Inline);
+            return Shared::try_new_tailed(len, host_memory::ALIGNMENT, zeroed, make).ok_or_else(failed);
+        }
         let Some(block) = host_memory::allocate(len, zeroed) else {
-            return Err(Error::out_of_memory(format_args!("allocating {len} bytes on {device} failed")));
+            return Err(failed());
         };
         Storage::new(block.base(), len, device, Owner::Host(Some(block)))
     }
@@ -204,6 +217,8 @@ impl Drop for Storage {
         match &mut self.owner {
             // Dropping the block (a field) gives it back to the host memory.
             Owner::Host(_) => {}
+            // The memory is part of this record, which the last reference frees.
+            Owner::Inline => {}
             Owner::Foreign { release, ctx } => {
                 if let Some(release) = release.take() {
                     // SAFETY: the lender asked for exactly this call, once, on any thread.
@@ -244,12 +259,23 @@ mod tests {
 
     #[test]
     fn allocations_are_aligned_zeroed_and_counted() {
-        let s = Storage::allocate(Device::CPU, 1000, true).unwrap();
+        let s = Storage::allocate(Device::CPU, 5000, true).unwrap();
+        assert!(matches!(s.owner, Owner::Host(Some(_))));
         assert_eq!(s.base() as usize % host_memory::ALIGNMENT, 0);
-        // SAFETY: s is a live host allocation of 1000 bytes, zeroed as asked, so initialised.
-        let bytes = unsafe { std::slice::from_raw_parts(s.base(), 1000) };
+        // SAFETY: s is a live host allocation of 5000 bytes, zeroed as asked, so initialised.
+        let bytes = unsafe { std::slice::from_raw_parts(s.base(), 5000) };
         assert!(bytes.iter().all(|&b| b == 0));
         drop(s);
+        // Small ones live in their storage's record: aligned, zeroed and writable alike.
+        for len in [1, 64, INLINE_MAX_BYTES] {
+            let s = Storage::allocate(Device::CPU, len, true).unwrap();
+            assert!(matches!(s.owner, Owner::Inline));
+            assert_eq!(s.base() as usize % host_memory::ALIGNMENT, 0);
+            // SAFETY: as above, `len` zeroed bytes.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(s.base(), len) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(7);
+        }
         let z = Storage::allocate(Device::CPU, 0, false).unwrap();
         assert!(z.base().is_null());
     }

@@ -11,6 +11,10 @@ use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 use crate::transfer;
 
+/// Up to this many bytes, a contiguous host tensor is copied by one `memcpy` and cast by one
+/// conversion loop, decided before the general copy planner runs (see `Tensor::small_host_run`).
+const SMALL_RUN_BYTES: usize = 1 << 20;
+
 /// A tensor: memory on a device, a strided layout over it (shape and strides counted in
 /// elements, strides may be negative or zero), a dtype and a read-only bit.
 ///
@@ -91,10 +95,14 @@ impl Tensor {
         read_only: bool,
         owner: Owner,
     ) -> std::result::Result<Tensor, (Error, Owner)> {
-        let checked = Layout::new(shape, strides, dtype.itemsize())
-            .and_then(|layout| reached_bytes(data, &layout).map(|range| (layout, range)));
-        let (layout, (base, len)) = match checked {
-            Ok(ok) => ok,
+        // Two plain matches: built as one `Result` of a tuple, the layout was moved through
+        // memory twice more on every import.
+        let layout = match Layout::new(shape, strides, dtype.itemsize()) {
+            Ok(layout) => layout,
+            Err(e) => return Err((e, owner)),
+        };
+        let (base, len) = match reached_bytes(data, &layout) {
+            Ok(range) => range,
             Err(e) => return Err((e, owner)),
         };
         // SAFETY: the caller vouches for the memory; `base`/`len` are exactly what the layout reaches.
@@ -220,6 +228,18 @@ impl Tensor {
     fn copy_to(&self, device: Device) -> Result<Tensor> {
         self.device().ensure_runtime()?;
         let layout = Layout::new(self.shape(), None, self.dtype.itemsize())?;
+        if let Some(bytes) = self.small_host_run(device, self.dtype.itemsize()) {
+            // The small-tensor path: the general planner costs more than copying a few bytes.
+            let storage = Storage::allocate(device, bytes, false)?;
+            if bytes > 0 {
+                // SAFETY: `small_host_run` found the source to be `bytes` contiguous bytes of
+                // host memory from `self.data`, inside its validated storage; the destination is
+                // a new host allocation of `bytes` bytes, so the two cannot overlap.
+                unsafe { std::ptr::copy_nonoverlapping(self.data, storage.base(), bytes) };
+            }
+            let data = storage.base();
+            return Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false });
+        }
         // SAFETY: this tensor's layout was validated against its storage, which lives on
         // `self.device()` and outlives the call.
         let storage =
@@ -262,6 +282,16 @@ impl Tensor {
         if out.numel() == 0 {
             return Ok(out);
         }
+        let widest = self.dtype.itemsize().max(dtype.itemsize());
+        if self.small_host_run(self.device(), widest).is_some() {
+            // The small-tensor path: both sides are row-major runs, so one conversion loop
+            // over every element does the whole cast.
+            let (src, dst) = (self.dtype.itemsize() as isize, dtype.itemsize() as isize);
+            // SAFETY: the source is `numel` contiguous elements of host memory inside its
+            // validated storage; `out` is a new row-major host tensor of as many elements.
+            unsafe { crate::cast::convert_row(from, to, self.data, src, out.data, dst, out.numel()) };
+            return Ok(out);
+        }
         let (shape, src_strides, dst_strides) = self.byte_layouts(&out);
         // SAFETY: the source layout was validated against its storage; the destination is a new
         // row-major allocation of the same shape.
@@ -271,6 +301,21 @@ impl Tensor {
             })
         };
         Ok(out)
+    }
+
+    /// For a small contiguous tensor in host memory, copied (or cast) into new memory on a host
+    /// `device`: the bytes a run of its elements takes at `itemsize` bytes each (at most
+    /// `SMALL_RUN_BYTES`). Such copies and casts skip the general planner, whose set-up
+    /// (simplifying the layout, choosing a kernel) costs more than moving a few hundred bytes;
+    /// larger ones go through it, where that set-up is nothing next to the data and the kernels
+    /// choose streaming stores or threads.
+    fn small_host_run(&self, device: Device, itemsize: usize) -> Option<usize> {
+        let bytes = self.numel().checked_mul(itemsize)?;
+        (bytes <= SMALL_RUN_BYTES
+            && self.device().is_host_accessible()
+            && device.is_host_accessible()
+            && self.layout.is_contiguous())
+        .then_some(bytes)
     }
 
     /// The shape and the byte strides of `self` and of `out` (a tensor of the same shape), as
@@ -430,6 +475,34 @@ mod tests {
         assert_eq!(c.cast(Scalar::F32.dtype()).unwrap_err().kind, ErrorKind::Unsupported);
         let zero_d = Tensor::empty(&[], DType::F64, Device::CPU, true).unwrap();
         assert_eq!(zero_d.cast(Scalar::I8.dtype()).unwrap().numel(), 1);
+    }
+
+    #[test]
+    fn small_contiguous_copies_and_casts_take_the_direct_path_and_match() {
+        // A contiguous run in the middle of its storage, with extent-1 axes of any stride: the
+        // direct path must start at the view's first element and copy exactly its elements.
+        let t = arange_f32(10);
+        let v = t.view(&[1, 2, 1, 3], Some(&[i64::MAX, 3, -7, 1]), 2).unwrap();
+        assert!(v.is_contiguous() && v.small_host_run(Device::CPU, 4) == Some(24));
+        let c = v.copy().unwrap();
+        assert_eq!((c.shape(), c.strides()), (&[1i64, 2, 1, 3][..], &[6i64, 3, 3, 1][..]));
+        assert_eq!(values_f32(&c), [2., 3., 4., 5., 6., 7.]);
+        assert!(!c.shares_memory(&t));
+        let d = v.cast(Scalar::F64.dtype()).unwrap();
+        // SAFETY: d is a fresh row-major host tensor of 6 f64s, all written by the cast.
+        let got = unsafe { std::slice::from_raw_parts(d.data_ptr().cast::<f64>(), 6) };
+        assert_eq!(got, [2., 3., 4., 5., 6., 7.]);
+        let i = v.cast(Scalar::I16.dtype()).unwrap().cast(Scalar::F32.dtype()).unwrap();
+        assert_eq!(values_f32(&i), [2., 3., 4., 5., 6., 7.]);
+        // Strided and large tensors take the general planner, with the same results.
+        assert_eq!(t.view(&[3], Some(&[3]), 0).unwrap().small_host_run(Device::CPU, 4), None);
+        let n = SMALL_RUN_BYTES / 4 + 1;
+        let big = arange_f32(n as i64);
+        assert_eq!(big.small_host_run(Device::CPU, 4), None);
+        assert_eq!(values_f32(&big)[n - 3..], [(n - 3) as f32, (n - 2) as f32, (n - 1) as f32]);
+        // No elements: nothing to copy, nothing read.
+        let z = Tensor::empty(&[0, 4], DType::F32, Device::CPU, false).unwrap();
+        assert_eq!((z.copy().unwrap().numel(), z.cast(DType::F64).unwrap().numel()), (0, 0));
     }
 
     #[test]

@@ -1366,7 +1366,9 @@ fn create(args: *const *mut PyObject, nargs: isize, kw: *mut PyObject, zero: boo
     match (dims_of(n, shape), d, dev) {
         (Some(shape), Some(d), Some(dev)) if plain => {
             let name = if zero { "dlb_tensor_zeros" } else { "dlb_tensor_empty" };
-            produce(py, name, || small_zeros(&shape, d, dev, zero))
+            // Small CPU tensors (up to 4 KiB) are one allocation, cleared in place when zeroed;
+            // larger zeroed ones come from calloc, whose fresh pages are zero already.
+            produce(py, name, || Tensor::empty(&shape, d, dev, zero))
         }
         _ => {
             // SAFETY: GIL held.
@@ -1374,31 +1376,6 @@ fn create(args: *const *mut PyObject, nargs: isize, kw: *mut PyObject, zero: boo
             fallback(py, n, FB_CREATE, &[shape, dtype, device, z, shared])
         }
     }
-}
-
-/// Up to this many bytes, `zeros` on the CPU takes an uninitialised block and clears it.
-const SMALL_ZEROS_BYTES: usize = 4096;
-
-/// `Tensor::empty`, with small zeroed CPU tensors made from an uninitialised block then cleared:
-/// the core serves uninitialised small blocks from its cache, zeroed ones from the allocator
-/// (calloc), which for a few bytes costs more than the clearing. Large ones keep calloc, whose
-/// fresh pages come zeroed for free.
-fn small_zeros(shape: &[i64], dtype: DType, device: Device, zero: bool) -> Result<Tensor, Error> {
-    let small = |t: &Tensor| nbytes(t) <= SMALL_ZEROS_BYTES;
-    if !zero || device != Device::CPU {
-        return Tensor::empty(shape, dtype, device, zero);
-    }
-    let t = Tensor::empty(shape, dtype, device, false)?;
-    if !small(&t) {
-        return Tensor::empty(shape, dtype, device, true);
-    }
-    let len = nbytes(&t);
-    if len > 0 {
-        let data = t.data_mut()?;
-        // SAFETY: a new, row-major, writable host tensor of `len` bytes that nobody else has seen.
-        unsafe { std::ptr::write_bytes(data, 0, len) };
-    }
-    Ok(t)
 }
 
 fn is_false(n: &Native, o: *mut PyObject) -> bool {
