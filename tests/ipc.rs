@@ -11,7 +11,8 @@ use common::{dl, dt, expect, free, ok};
 
 const F64: (u8, u8) = (2, 64);
 
-/// Tests that count live allocations, and those that make CUDA tensors, run one at a time.
+/// Every test that makes tensors runs one at a time: the live-allocation count that some of them
+/// check is process-wide, so a test running beside them would move it.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -122,6 +123,7 @@ fn a_handle_and_descriptor_rebuild_the_same_memory_in_another_process() {
 #[test]
 #[cfg_attr(miri, ignore = "Miri does not run memfd_create or mmap")]
 fn views_share_and_private_tensors_need_a_shared_copy() {
+    let _serial = serial();
     let t = shared(&[3, 4]);
     assert!(is_shared(t));
     let mut v = null_mut();
@@ -161,6 +163,7 @@ fn views_share_and_private_tensors_need_a_shared_copy() {
 #[test]
 #[cfg_attr(miri, ignore = "Miri does not run memfd_create or mmap")]
 fn bad_handles_and_descriptors_are_refused_with_a_message() {
+    let _serial = serial();
     let t = shared(&[8]);
     let other = shared(&[9]);
     let (h, fd) = to_ipc(t);
@@ -331,6 +334,7 @@ fn cuda_tensors_travel_as_cuda_ipc_handles() {
 #[test]
 #[cfg_attr(miri, ignore = "Miri does not run sockets, memfd_create or mmap")]
 fn a_descriptor_sent_with_scm_rights_rebuilds_the_tensor() {
+    let _serial = serial();
     let t = shared(&[3]);
     // SAFETY: element 2 of a 3-element tensor.
     unsafe { data(t).add(2).write(6.5) };
