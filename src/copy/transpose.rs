@@ -40,10 +40,15 @@ pub(super) struct Plane {
 /// this machine's 32 MiB last-level cache.
 pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
 
-/// Planes of at most this many bytes are transposed straight into the destination, without the
-/// tile buffer: their destination stays in the caches, so the set conflicts that the buffer
-/// avoids cost less than the buffer's second pass (measured on the 64 KiB permutations of
-/// `bench/copy_bench.py`, docs/benchmarks.md).
+/// Planes of at most this many bytes, with blocks that write whole lines (`Micro::LINE`), are
+/// transposed straight into the destination, without the tile buffer: their destination stays
+/// in the caches, and each block writes each of its destination lines whole, once, so the
+/// buffer's second pass costs more than it saves (measured on the 64 KiB and 1 MiB rows of
+/// `bench/copy_bench.py`, docs/benchmarks.md). Blocks that write a line in 16-byte pieces (one-
+/// and two-byte elements) lost 2-3x this way on 32x32x32 permutations, whose destination rows,
+/// a power of two apart, evict each other before their lines are complete: they keep the buffer
+/// unless the rows of a block fit the first-level cache together (they gained 1.7-2.9x on the
+/// 64 KiB 2-D transposes).
 const SMALL_PLANE_BYTES: usize = 256 << 10;
 
 /// The tile buffer on the stack: room for the largest tile (`tile_bytes`). Threads that copy
@@ -221,7 +226,11 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
         super::store_fence();
         return;
     }
-    if !stream && p.ni * p.nj * N <= SMALL_PLANE_BYTES {
+    // The destination rows one block writes, a power-of-two pitch apart at worst, share the
+    // first-level cache's sets (12 ways of 4 KiB): they stay there together while they span at
+    // most 32 KiB (leaving room for the source).
+    let rows_fit = K::R.max(K::WIDE) * p.dst_ld.unsigned_abs() <= 32 << 10;
+    if (K::LINE || rows_fit) && !stream && p.ni * p.nj * N <= SMALL_PLANE_BYTES {
         // SAFETY: per this function's contract.
         return unsafe { lines::<N, K, false>(p) };
     }
