@@ -291,7 +291,9 @@ impl Isa {
         // Miri runs the portable kernels: it checks the tile loops, not the intrinsics.
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         if std::arch::is_x86_feature_detected!("avx2") {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
                 return Isa::Avx512;
             }
             return Isa::Avx2;

@@ -219,7 +219,8 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     // Blocks whose destination rows are whole lines are streamed straight from registers, when
     // every such row is line-aligned: no pass through the buffer (tiles start at multiples of
     // 16 elements, blocks at multiples of R, so `R * N == 64` keeps their columns aligned).
-    let direct = stream && K::LINE && p.dst.addr().is_multiple_of(64) && p.dst_ld.unsigned_abs().is_multiple_of(64);
+    let direct =
+        stream && K::LINE && p.dst.addr().is_multiple_of(64) && p.dst_ld.unsigned_abs().is_multiple_of(64);
     if direct {
         // SAFETY: per this function's contract; `direct` checked the alignment.
         unsafe { lines::<N, K, true>(p) };
@@ -601,11 +602,7 @@ mod x86 {
             // SAFETY: per the caller's block contract: each row's line is writable (and aligned
             // when streaming).
             unsafe {
-                if STREAM {
-                    _mm512_stream_si512(at.cast(), v)
-                } else {
-                    _mm512_storeu_si512(at.cast(), v)
-                }
+                if STREAM { _mm512_stream_si512(at.cast(), v) } else { _mm512_storeu_si512(at.cast(), v) }
             }
         }
     }
