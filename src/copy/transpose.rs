@@ -1,16 +1,25 @@
 //! Transposing copies: `dst[i][j] = src[j][i]` over a plane whose source is contiguous along `i`
-//! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
-//! square register blocks that a SIMD micro-kernel transposes in registers.
+//! and whose destination is contiguous along `j`, cache-blocked in tiles, each tile made of
+//! register blocks that a SIMD micro-kernel transposes in registers.
 //!
-//! Each tile is transposed into a buffer on the stack and then written out row by row, with
-//! non-temporal (cache-bypassing) stores when the copy is larger than the caches. Nothing is
-//! allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses `tile_bytes`.
+//! How the blocks reach the destination (`tiles`):
+//! - *line blocks* (AVX-512, 4- to 16-byte elements: each destination row of a block is one whole
+//!   line), when streaming to line-aligned rows: straight from the registers with non-temporal
+//!   stores, band by band (`lines`);
+//! - small planes: straight into the destination with ordinary stores, where the rows a block
+//!   writes do not evict each other from the first-level cache (`lines` too);
+//! - otherwise each tile is transposed into a buffer on the stack and then written out row by
+//!   row, with non-temporal (cache-bypassing) stores when the copy is larger than the caches.
 //!
-//! Micro-kernels (x86-64): 16x16 one-byte and 8x8 two-byte elements with SSE2 (always present),
-//! 8x8 four-byte and 4x4 eight-byte elements with AVX2 when the CPU has it (checked at run
-//! time), else 4x4 and 2x2 with SSE2. Sixteen-byte elements are one vector each and move one by
-//! one. Other element sizes, other architectures and Miri use the portable element loop, still
-//! tiled.
+//! Nothing is allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses
+//! `tile_bytes`.
+//!
+//! Micro-kernels (x86-64), chosen by `Isa`: with AVX-512 (F and BW), 16 rows by 64 one-byte and 8
+//! by 32 two-byte elements (each source line loaded once, whole), and the line blocks 16x16
+//! four-byte, 8x8 eight-byte and 4x4 sixteen-byte; with AVX2, 16 rows by 32 one-byte, 8x8 two- and
+//! four-byte and 4x4 eight-byte elements; else SSE2 (always present): 16x16 one-byte, 8x8
+//! two-byte, 4x4 four-byte and 2x2 eight-byte elements. Sixteen-byte elements without AVX-512,
+//! other element sizes, other architectures and Miri use the portable element loop, still tiled.
 
 use std::mem::MaybeUninit;
 
@@ -293,7 +302,8 @@ const LINE_TILE_I: usize = 128;
 /// Source rows per tile of `lines`: a destination row gets `LINE_TILE_J * N` contiguous bytes
 /// per tile.
 const LINE_TILE_J: usize = 256;
-/// How many blocks ahead along a source row `lines` prefetches.
+/// How many bands ahead `lines` prefetches the source lines of a block (the same source rows,
+/// that many lines further along them; none, or blocks ahead within the band, measured the same).
 const LINE_PREFETCH_BLOCKS: usize = 4;
 
 /// The tile loop that writes straight into the destination, with no pass through a buffer:
@@ -303,9 +313,9 @@ const LINE_PREFETCH_BLOCKS: usize = 4;
 /// Within a tile, each band of `R` destination rows is written left to right: the band's rows
 /// are written sequentially (whole lines, in order, which is what the memory controller and the
 /// write-combining buffers want), while the source is read a line from each of `R` rows at a
-/// time, each line used whole by one block and prefetched a few blocks ahead. Measured
-/// (docs/benchmarks.md), this order beat the source-row-major one by 1.3-2x for 4- and 8-byte
-/// elements at 16 MiB.
+/// time, each line used whole by one block (and prefetched a few bands ahead). Measured
+/// (docs/benchmarks.md), 4- and 8-byte elements at 16 MiB ran at 0.82-1.11 of the contiguous
+/// copy this way, against 0.33-1.02 walking the tile source-row-major.
 ///
 /// # Safety
 /// As for `tiles`; when `STREAM`, `K::LINE` and the destination's rows are 64-byte aligned.
