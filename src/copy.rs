@@ -282,6 +282,8 @@ pub(crate) enum Isa {
     Base,
     /// x86-64 with AVX2.
     Avx2,
+    /// x86-64 with AVX2, AVX-512F and AVX-512BW.
+    Avx512,
 }
 
 impl Isa {
@@ -289,6 +291,11 @@ impl Isa {
         // Miri runs the portable kernels: it checks the tile loops, not the intrinsics.
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
         Isa::Base
@@ -865,6 +872,7 @@ mod tests {
     /// Every instruction set this CPU can run, down to the portable one.
     fn isas() -> Vec<Isa> {
         match Isa::detect() {
+            Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2, Isa::Base],
             Isa::Avx2 => vec![Isa::Avx2, Isa::Base],
             Isa::Base => vec![Isa::Base],
         }

@@ -1,16 +1,25 @@
 //! Transposing copies: `dst[i][j] = src[j][i]` over a plane whose source is contiguous along `i`
-//! and whose destination is contiguous along `j`, cache-blocked in square tiles, each tile made of
-//! square register blocks that a SIMD micro-kernel transposes in registers.
+//! and whose destination is contiguous along `j`, cache-blocked in tiles, each tile made of
+//! register blocks that a SIMD micro-kernel transposes in registers.
 //!
-//! Each tile is transposed into a buffer on the stack and then written out row by row, with
-//! non-temporal (cache-bypassing) stores when the copy is larger than the caches. Nothing is
-//! allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses `tile_bytes`.
+//! How the blocks reach the destination (`tiles`):
+//! - *line blocks* (AVX-512, 4- to 16-byte elements: each destination row of a block is one whole
+//!   line), when streaming to line-aligned rows: straight from the registers with non-temporal
+//!   stores, band by band (`lines`);
+//! - small planes: straight into the destination with ordinary stores, where the rows a block
+//!   writes do not evict each other from the first-level cache (`lines` too);
+//! - otherwise each tile is transposed into a buffer on the stack and then written out row by
+//!   row, with non-temporal (cache-bypassing) stores when the copy is larger than the caches.
 //!
-//! Micro-kernels (x86-64): 16x16 one-byte and 8x8 two-byte elements with SSE2 (always present),
-//! 8x8 four-byte and 4x4 eight-byte elements with AVX2 when the CPU has it (checked at run
-//! time), else 4x4 and 2x2 with SSE2. Sixteen-byte elements are one vector each and move one by
-//! one. Other element sizes, other architectures and Miri use the portable element loop, still
-//! tiled.
+//! Nothing is allocated: the buffer is `TILE_BUFFER_BYTES` of stack, of which a tile uses
+//! `tile_bytes`.
+//!
+//! Micro-kernels (x86-64), chosen by `Isa`: with AVX-512 (F and BW), 16 rows by 64 one-byte and 8
+//! by 32 two-byte elements (each source line loaded once, whole), and the line blocks 16x16
+//! four-byte, 8x8 eight-byte and 4x4 sixteen-byte; with AVX2, 16 rows by 32 one-byte, 8x8 two- and
+//! four-byte and 4x4 eight-byte elements; else SSE2 (always present): 16x16 one-byte, 8x8
+//! two-byte, 4x4 four-byte and 2x2 eight-byte elements. Sixteen-byte elements without AVX-512,
+//! other element sizes, other architectures and Miri use the portable element loop, still tiled.
 
 use std::mem::MaybeUninit;
 
@@ -39,6 +48,17 @@ pub(super) struct Plane {
 /// than ordinary stores for 4- and 8-byte elements, even though source and destination fit in
 /// this machine's 32 MiB last-level cache.
 pub(super) const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Planes of at most this many bytes, with blocks that write whole lines (`Micro::LINE`), are
+/// transposed straight into the destination, without the tile buffer: their destination stays
+/// in the caches, and each block writes each of its destination lines whole, once, so the
+/// buffer's second pass costs more than it saves (measured on the 64 KiB and 1 MiB rows of
+/// `bench/copy_bench.py`, docs/benchmarks.md). Blocks that write a line in 16-byte pieces (one-
+/// and two-byte elements) lost 2-3x this way on 32x32x32 permutations, whose destination rows,
+/// a power of two apart, evict each other before their lines are complete: they keep the buffer
+/// unless the rows of a block fit the first-level cache together (they gained 1.7-2.9x on the
+/// 64 KiB 2-D transposes).
+const SMALL_PLANE_BYTES: usize = 256 << 10;
 
 /// The tile buffer on the stack: room for the largest tile (`tile_bytes`). Threads that copy
 /// (the caller's, and the scoped threads of a split copy, which have 2 MiB) need this much
@@ -87,6 +107,16 @@ trait Micro {
         let _ = (s, sl, d, dl);
         unreachable!("no wide block")
     }
+    /// Whether `run_line` exists: each of the block's `R` destination rows is one whole 64-byte
+    /// line, which it writes with one non-temporal store straight from a register.
+    const LINE: bool = false;
+    /// # Safety
+    /// As for `run`, and every destination row of the block is a 64-byte aligned line; only
+    /// called when `LINE`.
+    unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        let _ = (s, sl, d, dl);
+        unreachable!("no line block")
+    }
 }
 
 /// Transposes `p` with elements of `itemsize` bytes.
@@ -100,6 +130,11 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     unsafe {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
+            (1, Isa::Avx512) => return x86::tiles_avx512::<1, x86::B64x16x1>(p),
+            (2, Isa::Avx512) => return x86::tiles_avx512::<2, x86::B32x8x2>(p),
+            (4, Isa::Avx512) => return x86::tiles_avx512::<4, x86::B16x16x4>(p),
+            (8, Isa::Avx512) => return x86::tiles_avx512::<8, x86::B8x8x8>(p),
+            (16, Isa::Avx512) => return x86::tiles_avx512::<16, x86::B4x4x16>(p),
             (1, Isa::Avx2) => return x86::tiles_avx2::<1, x86::B32x16x1>(p),
             (1, _) => return tiles::<1, x86::B16x16x1>(p),
             (2, Isa::Avx2) => return x86::tiles_avx2::<2, x86::B8x8x2>(p),
@@ -190,6 +225,25 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     let size = N as isize;
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
     let r = K::R;
+    // Blocks whose destination rows are whole lines are streamed straight from registers, when
+    // every such row is line-aligned: no pass through the buffer (tiles start at multiples of
+    // 16 elements, blocks at multiples of R, so `R * N == 64` keeps their columns aligned).
+    let direct =
+        stream && K::LINE && p.dst.addr().is_multiple_of(64) && p.dst_ld.unsigned_abs().is_multiple_of(64);
+    if direct {
+        // SAFETY: per this function's contract; `direct` checked the alignment.
+        unsafe { lines::<N, K, true>(p) };
+        super::store_fence();
+        return;
+    }
+    // The destination rows one block writes, a power-of-two pitch apart at worst, share the
+    // first-level cache's sets (12 ways of 4 KiB): they stay there together while they span at
+    // most 32 KiB (leaving room for the source).
+    let rows_fit = K::R.max(K::WIDE) * p.dst_ld.unsigned_abs() <= 32 << 10;
+    if (K::LINE || rows_fit) && !stream && p.ni * p.nj * N <= SMALL_PLANE_BYTES {
+        // SAFETY: per this function's contract.
+        return unsafe { lines::<N, K, false>(p) };
+    }
     for i0 in (0..p.ni).step_by(ti) {
         let i1 = (i0 + ti).min(p.ni);
         for j0 in (0..p.nj).step_by(tj) {
@@ -243,6 +297,72 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     }
 }
 
+/// Destination rows per tile of `lines` (its tiles are `LINE_TILE_I x LINE_TILE_J` elements).
+const LINE_TILE_I: usize = 128;
+/// Source rows per tile of `lines`: a destination row gets `LINE_TILE_J * N` contiguous bytes
+/// per tile.
+const LINE_TILE_J: usize = 256;
+/// How many bands ahead `lines` prefetches the source lines of a block (the same source rows,
+/// that many lines further along them; none, or blocks ahead within the band, measured the same).
+const LINE_PREFETCH_BLOCKS: usize = 4;
+
+/// The tile loop that writes straight into the destination, with no pass through a buffer:
+/// `STREAM` blocks store whole lines with non-temporal stores (`K::run_line`), the others
+/// (small planes, which the caches hold whole) store with ordinary stores.
+///
+/// Within a tile, each band of `R` destination rows is written left to right: the band's rows
+/// are written sequentially (whole lines, in order, which is what the memory controller and the
+/// write-combining buffers want), while the source is read a line from each of `R` rows at a
+/// time, each line used whole by one block (and prefetched a few bands ahead). Measured
+/// (docs/benchmarks.md), 4- and 8-byte elements at 16 MiB ran at 0.82-1.11 of the contiguous
+/// copy this way, against 0.33-1.02 walking the tile source-row-major.
+///
+/// # Safety
+/// As for `tiles`; when `STREAM`, `K::LINE` and the destination's rows are 64-byte aligned.
+#[inline(always)]
+unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
+    let r = K::R;
+    // Wide blocks (R source rows by WIDE) where the kernel has them and stores are ordinary.
+    let w = if STREAM || K::WIDE == 0 { r } else { K::WIDE };
+    let (ti, tj) = (LINE_TILE_I, LINE_TILE_J);
+    let size = N as isize;
+    let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
+    let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
+    for i0 in (0..p.ni).step_by(ti) {
+        let i1 = (i0 + ti).min(p.ni);
+        for j0 in (0..p.nj).step_by(tj) {
+            let j1 = (j0 + tj).min(p.nj);
+            let je = j0 + (j1 - j0) / r * r;
+            let mut i = i0;
+            while i + r <= i1 {
+                let wide = w > r && i + w <= i1;
+                for j in (j0..je).step_by(r) {
+                    if STREAM {
+                        for jj in j..j + r {
+                            prefetch(src_at(i + LINE_PREFETCH_BLOCKS * r, jj));
+                        }
+                        // SAFETY: the R x R block at (i, j) lies in the plane; its destination
+                        // rows are line-aligned (this function's contract).
+                        unsafe { K::run_line(src_at(i, j), p.src_ld, dst_at(i, j), p.dst_ld) };
+                    } else if wide {
+                        // SAFETY: the R x WIDE block at (i, j) lies in the plane.
+                        unsafe { K::run_wide(src_at(i, j), p.src_ld, dst_at(i, j), p.dst_ld) };
+                    } else {
+                        // SAFETY: the R x R block at (i, j) lies in the plane.
+                        unsafe { K::run(src_at(i, j), p.src_ld, dst_at(i, j), p.dst_ld) };
+                    }
+                }
+                i += if wide { w } else { r };
+            }
+            for j in j0..j1 {
+                let from = if j < je { i } else { i0 };
+                // SAFETY: (ii, j) lies in the plane.
+                (from..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, j), dst_at(ii, j)) });
+            }
+        }
+    }
+}
+
 /// A hint to fetch the cache line holding `p`. Never faults, whatever `p` is.
 #[inline(always)]
 fn prefetch(p: *const u8) {
@@ -291,6 +411,50 @@ mod x86 {
 
     use super::{Micro, Plane, tiles};
 
+    /// One stage of a 16-row transpose: pairs neighbours, lo halves into the first eight results
+    /// and hi halves into the last eight (constant indices only, so everything stays in
+    /// registers).
+    macro_rules! pairs16 {
+        ($v:expr, $lo:ident, $hi:ident) => {{
+            let v = $v;
+            [
+                $lo(v[0], v[1]),
+                $lo(v[2], v[3]),
+                $lo(v[4], v[5]),
+                $lo(v[6], v[7]),
+                $lo(v[8], v[9]),
+                $lo(v[10], v[11]),
+                $lo(v[12], v[13]),
+                $lo(v[14], v[15]),
+                $hi(v[0], v[1]),
+                $hi(v[2], v[3]),
+                $hi(v[4], v[5]),
+                $hi(v[6], v[7]),
+                $hi(v[8], v[9]),
+                $hi(v[10], v[11]),
+                $hi(v[12], v[13]),
+                $hi(v[14], v[15]),
+            ]
+        }};
+    }
+
+    /// `pairs16!` for eight rows.
+    macro_rules! pairs8 {
+        ($v:expr, $lo:ident, $hi:ident) => {{
+            let v = $v;
+            [
+                $lo(v[0], v[1]),
+                $lo(v[2], v[3]),
+                $lo(v[4], v[5]),
+                $lo(v[6], v[7]),
+                $hi(v[0], v[1]),
+                $hi(v[2], v[3]),
+                $hi(v[4], v[5]),
+                $hi(v[6], v[7]),
+            ]
+        }};
+    }
+
     /// The tile loop compiled with AVX2, so that AVX2 micro-kernels inline into it (and SSE2
     /// ones get the shorter VEX encodings).
     ///
@@ -300,6 +464,272 @@ mod x86 {
     pub(super) unsafe fn tiles_avx2<const N: usize, K: Micro>(p: Plane) {
         // SAFETY: per this function's contract.
         unsafe { tiles::<N, K>(p) }
+    }
+
+    /// The tile loop compiled with AVX-512 (F and BW), for the AVX-512 micro-kernels.
+    ///
+    /// # Safety
+    /// As for `transpose`, and the CPU has AVX2, AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx2,avx512f,avx512bw")]
+    pub(super) unsafe fn tiles_avx512<const N: usize, K: Micro>(p: Plane) {
+        // SAFETY: per this function's contract.
+        unsafe { tiles::<N, K>(p) }
+    }
+
+    /// 16 rows of 64 one-byte elements with AVX-512: each source line is loaded once, whole
+    /// (`B32x16x1` loads it in two halves, and the 16 lines, a power-of-two pitch apart, evict
+    /// each other from the first-level cache between the two). The four 128-bit lanes are four
+    /// independent 16x16 transposes, `B16x16x1`'s steps. Its square block is `B16x16x1`.
+    pub(super) struct B64x16x1;
+    impl Micro for B64x16x1 {
+        const R: usize = 16;
+        const WIDE: usize = 64;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract.
+            unsafe { B16x16x1::run(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b64x16x1(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn b64x16x1(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B64x16x1::run_wide's contract; unaligned loads and stores.
+        unsafe {
+            macro_rules! ld {
+                ($($k:literal)*) => {
+                    [$(_mm512_loadu_si512(row(s, sl, $k).cast())),*]
+                };
+            }
+            let r = ld!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            let a = pairs16!(r, _mm512_unpacklo_epi8, _mm512_unpackhi_epi8);
+            let b = pairs16!(a, _mm512_unpacklo_epi16, _mm512_unpackhi_epi16);
+            let c = pairs16!(b, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32);
+            let e = pairs16!(c, _mm512_unpacklo_epi64, _mm512_unpackhi_epi64);
+            // Lane l of result k is destination row 16 * l + ROW16[k].
+            macro_rules! st {
+                ($($k:literal)*) => {
+                    $(
+                        _mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<0>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 16 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<1>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 32 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<2>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 48 + ROW16[$k]).cast(), _mm512_extracti32x4_epi32::<3>(e[$k]));
+                    )*
+                };
+            }
+            st!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        }
+    }
+
+    /// 8 rows of 32 two-byte elements with AVX-512: each source line loaded once, whole; the four
+    /// 128-bit lanes are four `B8x8x2` transposes. Its square block is `B8x8x2`.
+    pub(super) struct B32x8x2;
+    impl Micro for B32x8x2 {
+        const R: usize = 8;
+        const WIDE: usize = 32;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract.
+            unsafe { B8x8x2::run(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_wide(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b32x8x2(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn b32x8x2(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B32x8x2::run_wide's contract; unaligned loads and stores.
+        unsafe {
+            macro_rules! ld {
+                ($($k:literal)*) => {
+                    [$(_mm512_loadu_si512(row(s, sl, $k).cast())),*]
+                };
+            }
+            let r = ld!(0 1 2 3 4 5 6 7);
+            let a = pairs8!(r, _mm512_unpacklo_epi16, _mm512_unpackhi_epi16);
+            let b = pairs8!(a, _mm512_unpacklo_epi32, _mm512_unpackhi_epi32);
+            let e = pairs8!(b, _mm512_unpacklo_epi64, _mm512_unpackhi_epi64);
+            // Lane l of result k is destination row 8 * l + ROW8[k].
+            macro_rules! st {
+                ($($k:literal)*) => {
+                    $(
+                        _mm_storeu_si128(out(d, dl, ROW8[$k]).cast(), _mm512_extracti32x4_epi32::<0>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 8 + ROW8[$k]).cast(), _mm512_extracti32x4_epi32::<1>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 16 + ROW8[$k]).cast(), _mm512_extracti32x4_epi32::<2>(e[$k]));
+                        _mm_storeu_si128(out(d, dl, 24 + ROW8[$k]).cast(), _mm512_extracti32x4_epi32::<3>(e[$k]));
+                    )*
+                };
+            }
+            st!(0 1 2 3 4 5 6 7);
+        }
+    }
+
+    /// The destination row of each result of an 8-row `pairs8!` transpose (three pairings leave
+    /// the columns in bit-reversed order).
+    const ROW8: [isize; 8] = [0, 4, 2, 6, 1, 5, 3, 7];
+
+    /// Gathers the four 128-bit lanes `l` of the results: `a`, `b`, `c`, `e` hold, in each lane
+    /// `l`, a quarter of destination row `l` (in that order); returns the four rows.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn lanes4(a: __m512i, b: __m512i, c: __m512i, e: __m512i) -> [__m512i; 4] {
+        let x0 = _mm512_shuffle_i64x2::<0x44>(a, b); // a0 a1 b0 b1
+        let x1 = _mm512_shuffle_i64x2::<0xEE>(a, b); // a2 a3 b2 b3
+        let y0 = _mm512_shuffle_i64x2::<0x44>(c, e);
+        let y1 = _mm512_shuffle_i64x2::<0xEE>(c, e);
+        [
+            _mm512_shuffle_i64x2::<0x88>(x0, y0), // a0 b0 c0 e0
+            _mm512_shuffle_i64x2::<0xDD>(x0, y0), // a1 b1 c1 e1
+            _mm512_shuffle_i64x2::<0x88>(x1, y1),
+            _mm512_shuffle_i64x2::<0xDD>(x1, y1),
+        ]
+    }
+
+    /// Loads `M` source rows of one line each.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_lines<const M: usize>(s: *const u8, sl: isize) -> [__m512i; M] {
+        // SAFETY: per the caller's block contract: each row's line is readable.
+        std::array::from_fn(|k| unsafe { _mm512_loadu_si512(row(s, sl, k as isize).cast()) })
+    }
+
+    /// Writes `M` destination rows of one line each: non-temporal stores (line-aligned rows) when
+    /// `STREAM`, else unaligned stores.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_lines<const M: usize, const STREAM: bool>(d: *mut u8, dl: isize, v: [__m512i; M]) {
+        for (k, v) in v.into_iter().enumerate() {
+            let at = out(d, dl, k as isize);
+            // SAFETY: per the caller's block contract: each row's line is writable (and aligned
+            // when streaming).
+            unsafe {
+                if STREAM { _mm512_stream_si512(at.cast(), v) } else { _mm512_storeu_si512(at.cast(), v) }
+            }
+        }
+    }
+
+    /// 16x16 four-byte elements with AVX-512: each source and destination row is one line.
+    /// Interleave pairs of rows by 32 and by 64 bits (4x4 transposes in each 128-bit lane), then
+    /// gather the lanes.
+    pub(super) struct B16x16x4;
+    impl Micro for B16x16x4 {
+        const R: usize = 16;
+        const LINE: bool = true;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b16x16x4::<false>(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b16x16x4::<true>(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn b16x16x4<const STREAM: bool>(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B16x16x4's contracts.
+        unsafe {
+            let r = load_lines::<16>(s, sl);
+            // t[4g + 2h + c]: rows 4g + 2h.. of ... in each lane; u[4g + c] holds, in lane l,
+            // column 4l + c of rows 4g..4g + 4.
+            let mut u = [_mm512_setzero_si512(); 16];
+            for g in 0..4 {
+                let (r0, r1, r2, r3) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
+                let t0 = _mm512_unpacklo_epi32(r0, r1);
+                let t1 = _mm512_unpackhi_epi32(r0, r1);
+                let t2 = _mm512_unpacklo_epi32(r2, r3);
+                let t3 = _mm512_unpackhi_epi32(r2, r3);
+                u[4 * g] = _mm512_unpacklo_epi64(t0, t2);
+                u[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
+                u[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
+                u[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
+            }
+            for c in 0..4 {
+                let rows = lanes4(u[c], u[4 + c], u[8 + c], u[12 + c]);
+                // Destination row 4l + c is lane l's.
+                for (l, v) in rows.into_iter().enumerate() {
+                    store_lines::<1, STREAM>(out(d, dl, (4 * l + c) as isize), dl, [v]);
+                }
+            }
+        }
+    }
+
+    /// 8x8 eight-byte elements with AVX-512: each source and destination row is one line.
+    pub(super) struct B8x8x8;
+    impl Micro for B8x8x8 {
+        const R: usize = 8;
+        const LINE: bool = true;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b8x8x8::<false>(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b8x8x8::<true>(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn b8x8x8<const STREAM: bool>(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B8x8x8's contracts.
+        unsafe {
+            let r = load_lines::<8>(s, sl);
+            // t[2h + c] holds, in lane l, column 2l + c of rows 2h, 2h + 1.
+            let mut t = [_mm512_setzero_si512(); 8];
+            for h in 0..4 {
+                t[2 * h] = _mm512_unpacklo_epi64(r[2 * h], r[2 * h + 1]);
+                t[2 * h + 1] = _mm512_unpackhi_epi64(r[2 * h], r[2 * h + 1]);
+            }
+            for c in 0..2 {
+                let rows = lanes4(t[c], t[2 + c], t[4 + c], t[6 + c]);
+                for (l, v) in rows.into_iter().enumerate() {
+                    store_lines::<1, STREAM>(out(d, dl, (2 * l + c) as isize), dl, [v]);
+                }
+            }
+        }
+    }
+
+    /// 4x4 sixteen-byte elements with AVX-512: each source and destination row is one line, and
+    /// each element one 128-bit lane.
+    pub(super) struct B4x4x16;
+    impl Micro for B4x4x16 {
+        const R: usize = 4;
+        const LINE: bool = true;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b4x4x16::<false>(s, sl, d, dl) }
+        }
+        #[inline(always)]
+        unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            // SAFETY: per the trait contract (the caller runs only with AVX-512).
+            unsafe { b4x4x16::<true>(s, sl, d, dl) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn b4x4x16<const STREAM: bool>(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        // SAFETY: per B4x4x16's contracts.
+        unsafe {
+            let r = load_lines::<4>(s, sl);
+            store_lines::<4, STREAM>(d, dl, lanes4(r[0], r[1], r[2], r[3]));
+        }
     }
 
     /// Source row `k` of a block (`k` steps of the source's leading stride).
