@@ -791,33 +791,10 @@ mod x86 {
                 ld!(14),
                 ld!(15),
             ];
-            macro_rules! stage {
-                ($v:expr, $lo:ident, $hi:ident) => {{
-                    let v = $v;
-                    [
-                        $lo(v[0], v[1]),
-                        $lo(v[2], v[3]),
-                        $lo(v[4], v[5]),
-                        $lo(v[6], v[7]),
-                        $lo(v[8], v[9]),
-                        $lo(v[10], v[11]),
-                        $lo(v[12], v[13]),
-                        $lo(v[14], v[15]),
-                        $hi(v[0], v[1]),
-                        $hi(v[2], v[3]),
-                        $hi(v[4], v[5]),
-                        $hi(v[6], v[7]),
-                        $hi(v[8], v[9]),
-                        $hi(v[10], v[11]),
-                        $hi(v[12], v[13]),
-                        $hi(v[14], v[15]),
-                    ]
-                }};
-            }
-            let a = stage!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8);
-            let b = stage!(a, _mm256_unpacklo_epi16, _mm256_unpackhi_epi16);
-            let c = stage!(b, _mm256_unpacklo_epi32, _mm256_unpackhi_epi32);
-            let e = stage!(c, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
+            let a = pairs16!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8);
+            let b = pairs16!(a, _mm256_unpacklo_epi16, _mm256_unpackhi_epi16);
+            let c = pairs16!(b, _mm256_unpacklo_epi32, _mm256_unpackhi_epi32);
+            let e = pairs16!(c, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
             // Lane l of result k is destination row 16 * l + ROW16[k].
             macro_rules! st {
                 ($($k:literal)*) => {
@@ -862,35 +839,10 @@ mod x86 {
                     ld!(14),
                     ld!(15),
                 ];
-                // Each stage pairs neighbours: lo halves into the first eight results, hi halves
-                // into the last eight (constant indices only, so everything stays in registers).
-                macro_rules! stage {
-                    ($v:expr, $lo:ident, $hi:ident) => {{
-                        let v = $v;
-                        [
-                            $lo(v[0], v[1]),
-                            $lo(v[2], v[3]),
-                            $lo(v[4], v[5]),
-                            $lo(v[6], v[7]),
-                            $lo(v[8], v[9]),
-                            $lo(v[10], v[11]),
-                            $lo(v[12], v[13]),
-                            $lo(v[14], v[15]),
-                            $hi(v[0], v[1]),
-                            $hi(v[2], v[3]),
-                            $hi(v[4], v[5]),
-                            $hi(v[6], v[7]),
-                            $hi(v[8], v[9]),
-                            $hi(v[10], v[11]),
-                            $hi(v[12], v[13]),
-                            $hi(v[14], v[15]),
-                        ]
-                    }};
-                }
-                let a = stage!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8);
-                let b = stage!(a, _mm_unpacklo_epi16, _mm_unpackhi_epi16);
-                let c = stage!(b, _mm_unpacklo_epi32, _mm_unpackhi_epi32);
-                let e = stage!(c, _mm_unpacklo_epi64, _mm_unpackhi_epi64);
+                let a = pairs16!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8);
+                let b = pairs16!(a, _mm_unpacklo_epi16, _mm_unpackhi_epi16);
+                let c = pairs16!(b, _mm_unpacklo_epi32, _mm_unpackhi_epi32);
+                let e = pairs16!(c, _mm_unpacklo_epi64, _mm_unpackhi_epi64);
                 macro_rules! st {
                     ($($k:literal)*) => {
                         $(_mm_storeu_si128(out(d, dl, ROW16[$k]).cast(), e[$k]);)*
