@@ -11,10 +11,6 @@ use crate::layout::{Layout, Span};
 use crate::storage::{Owner, Storage};
 use crate::transfer;
 
-/// Up to this many bytes, a contiguous host tensor is copied by one `memcpy` and cast by one
-/// conversion loop, decided before the general copy planner runs (see `Tensor::small_host_run`).
-const SMALL_RUN_BYTES: usize = 1 << 20;
-
 /// A tensor: memory on a device, a strided layout over it (shape and strides counted in
 /// elements, strides may be negative or zero), a dtype and a read-only bit.
 ///
@@ -228,18 +224,6 @@ impl Tensor {
     fn copy_to(&self, device: Device) -> Result<Tensor> {
         self.device().ensure_runtime()?;
         let layout = Layout::new(self.shape(), None, self.dtype.itemsize())?;
-        if let Some(bytes) = self.small_host_run(device, self.dtype.itemsize()) {
-            // The small-tensor path: the general planner costs more than copying a few bytes.
-            let storage = Storage::allocate(device, bytes, false)?;
-            if bytes > 0 {
-                // SAFETY: `small_host_run` found the source to be `bytes` contiguous bytes of
-                // host memory from `self.data`, inside its validated storage; the destination is
-                // a new host allocation of `bytes` bytes, so the two cannot overlap.
-                unsafe { std::ptr::copy_nonoverlapping(self.data, storage.base(), bytes) };
-            }
-            let data = storage.base();
-            return Ok(Tensor { storage, data, layout, dtype: self.dtype, read_only: false });
-        }
         // SAFETY: this tensor's layout was validated against its storage, which lives on
         // `self.device()` and outlives the call.
         let storage =
@@ -303,15 +287,13 @@ impl Tensor {
         Ok(out)
     }
 
-    /// For a small contiguous tensor in host memory, copied (or cast) into new memory on a host
-    /// `device`: the bytes a run of its elements takes at `itemsize` bytes each (at most
-    /// `SMALL_RUN_BYTES`). Such copies and casts skip the general planner, whose set-up
-    /// (simplifying the layout, choosing a kernel) costs more than moving a few hundred bytes;
-    /// larger ones go through it, where that set-up is nothing next to the data and the kernels
-    /// choose streaming stores or threads.
+    /// For a small contiguous tensor in host memory, cast into new memory on a host `device`: the
+    /// bytes a run of its elements takes at `itemsize` bytes each (at most
+    /// `transfer::SMALL_COPY_BYTES`, the bound under which copies skip the planner too). Such
+    /// casts are one conversion loop.
     fn small_host_run(&self, device: Device, itemsize: usize) -> Option<usize> {
         let bytes = self.numel().checked_mul(itemsize)?;
-        (bytes <= SMALL_RUN_BYTES
+        (bytes <= transfer::SMALL_COPY_BYTES
             && self.device().is_host_accessible()
             && device.is_host_accessible()
             && self.layout.is_contiguous())
@@ -496,7 +478,7 @@ mod tests {
         assert_eq!(values_f32(&i), [2., 3., 4., 5., 6., 7.]);
         // Strided and large tensors take the general planner, with the same results.
         assert_eq!(t.view(&[3], Some(&[3]), 0).unwrap().small_host_run(Device::CPU, 4), None);
-        let n = SMALL_RUN_BYTES / 4 + 1;
+        let n = transfer::SMALL_COPY_BYTES / 4 + 1;
         let big = arange_f32(n as i64);
         assert_eq!(big.small_host_run(Device::CPU, 4), None);
         assert_eq!(values_f32(&big)[n - 3..], [(n - 3) as f32, (n - 2) as f32, (n - 1) as f32]);

@@ -162,6 +162,12 @@ unsafe fn pack(src: *const u8, strides: &[isize], shape: &[usize], itemsize: usi
     unsafe { copy_strided(src, strides, dst, &Plan::dense(shape, itemsize), shape, itemsize) }
 }
 
+/// Up to this many bytes, a contiguous copy between host memories is one `memcpy`, decided before
+/// the planner runs: its set-up (simplifying the layout, choosing a kernel) costs more than
+/// moving a few hundred bytes. Larger copies go through it, where that set-up is nothing next to
+/// the data and the kernels choose streaming stores or threads. Casts use the same bound.
+pub(crate) const SMALL_COPY_BYTES: usize = 1 << 20;
+
 /// Copies every element of a layout into new row-major memory on `to`: the returned storage
 /// holds `layout.numel() * itemsize` bytes (none when there are no elements).
 ///
@@ -183,10 +189,18 @@ pub unsafe fn copy(
     let dst = out.base();
     match (from.is_host_accessible(), to.is_host_accessible()) {
         (true, true) => {
-            let plan = Plan::of(src);
-            // SAFETY: the caller vouches for the source; the destination is the new row-major
-            // allocation of the same shape, so the two cannot overlap.
-            unsafe { pack(src.data, &plan.strides, &plan.shape, plan.itemsize, dst) };
+            let bytes = layout.numel() * itemsize;
+            if bytes <= SMALL_COPY_BYTES && layout.is_contiguous() {
+                // SAFETY: a contiguous layout's `bytes` bytes start at `data` (its first element),
+                // which the caller vouches for; the destination is the new allocation of as many
+                // bytes, so the two cannot overlap.
+                unsafe { std::ptr::copy_nonoverlapping(data, dst, bytes) };
+            } else {
+                let plan = Plan::of(src);
+                // SAFETY: the caller vouches for the source; the destination is the new
+                // row-major allocation of the same shape, so the two cannot overlap.
+                unsafe { pack(src.data, &plan.strides, &plan.shape, plan.itemsize, dst) };
+            }
         }
         (true, false) => upload(src, dst, to)?,
         (false, true) => download(src, dst, to)?,
