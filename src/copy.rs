@@ -878,24 +878,34 @@ mod tests {
         }
     }
 
-    /// Planes around a tile's edge (ragged tiles, odd pitches, flipped source rows), written with
+    /// Planes around a tile's edge (ragged tiles, odd pitches, flipped source rows, destination
+    /// rows compact or padded to whole lines, so that ragged planes stream too), written with
     /// ordinary and with non-temporal stores, with either instruction set and into destinations
     /// of every alignment class: the same result as the reference.
     #[test]
     fn transposes_by_plan_match_the_reference() {
         for itemsize in [1, 2, 4, 8, 16, 3] {
             let edge = transpose::tile_edge(itemsize);
-            let shapes: &[(usize, usize)] =
-                if cfg!(miri) { &[(17, 18)] } else { &[(edge, edge), (edge + 5, edge / 2 + 19), (5, 7)] };
-            for &(ni, nj) in shapes {
-                for (pitch, flip) in [(ni, false), (ni + 1, false), (ni, true)] {
+            let shapes: &[(usize, usize)] = if cfg!(miri) {
+                &[(17, 18)]
+            } else {
+                &[(edge, edge), (edge + 5, edge / 2 + 19), (edge + 70, edge / 2 + 45), (5, 7)]
+            };
+            let layouts = shapes.iter().flat_map(|&(ni, nj)| {
+                [(ni, false), (ni + 1, false), (ni, true)].map(|(pitch, flip)| (ni, nj, pitch, flip))
+            });
+            let padded = |nj: usize| if cfg!(miri) { [nj, nj] } else { [nj, nj.next_multiple_of(64)] };
+            for (ni, nj, pitch, flip, dpitch) in
+                layouts.flat_map(|l| padded(l.1).map(|d| (l.0, l.1, l.2, l.3, d)))
+            {
+                {
                     let src: Vec<u8> = (0..nj * pitch * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
                     let size = itemsize as isize;
                     let (first, ld) =
                         if flip { ((nj - 1) * pitch, -(pitch as isize)) } else { (0, pitch as isize) };
                     let first = (first * itemsize) as isize;
-                    let (ss, ds) = ([size, ld * size], [nj as isize * size, size]);
-                    let mut expect = vec![0u8; ni * nj * itemsize];
+                    let (ss, ds) = ([size, ld * size], [dpitch as isize * size, size]);
+                    let mut expect = vec![0u8; ni * dpitch * itemsize];
                     reference_into(&src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
                     for stream in [false, true] {
                         for isa in isas() {
@@ -923,7 +933,7 @@ mod tests {
                                 assert!(
                                     got[at..at + expect.len()] == expect[..],
                                     "{ni}x{nj} itemsize {itemsize} pitch {pitch} flip {flip} stream {stream} \
-                                     {isa:?} shift {shift}"
+                                     {isa:?} shift {shift} destination pitch {dpitch}"
                                 );
                             }
                         }

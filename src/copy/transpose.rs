@@ -130,6 +130,12 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
     unsafe {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         match (itemsize, isa) {
+            (1, Isa::Avx512) if streams_lines(&p) => {
+                return x86::squares_avx512::<1, x86::S64x1, x86::B64x16x1>(p);
+            }
+            (2, Isa::Avx512) if streams_lines(&p) => {
+                return x86::squares_avx512::<2, x86::S32x2, x86::B32x8x2>(p);
+            }
             (1, Isa::Avx512) => return x86::tiles_avx512::<1, x86::B64x16x1>(p),
             (2, Isa::Avx512) => return x86::tiles_avx512::<2, x86::B32x8x2>(p),
             (4, Isa::Avx512) => return x86::tiles_avx512::<4, x86::B16x16x4>(p),
@@ -155,6 +161,16 @@ pub(super) unsafe fn transpose(p: Plane, itemsize: usize, isa: Isa) {
             n => tiles_any(p, n),
         }
     }
+}
+
+/// Whether the plane is written by `lines` with non-temporal stores of whole lines: it is large
+/// enough to stream, and its destination rows are line-aligned (tiles start at multiples of 16
+/// elements, blocks at multiples of R, so `R * N == 64` keeps every block's rows aligned).
+fn streams_lines(p: &Plane) -> bool {
+    p.stream
+        && cfg!(all(target_arch = "x86_64", not(miri)))
+        && p.dst.addr().is_multiple_of(64)
+        && p.dst_ld.unsigned_abs().is_multiple_of(64)
 }
 
 /// The portable micro-kernel: one element.
@@ -226,12 +242,9 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
     let r = K::R;
     // Blocks whose destination rows are whole lines are streamed straight from registers, when
-    // every such row is line-aligned: no pass through the buffer (tiles start at multiples of
-    // 16 elements, blocks at multiples of R, so `R * N == 64` keeps their columns aligned).
-    let direct =
-        stream && K::LINE && p.dst.addr().is_multiple_of(64) && p.dst_ld.unsigned_abs().is_multiple_of(64);
-    if direct {
-        // SAFETY: per this function's contract; `direct` checked the alignment.
+    // every such row is line-aligned: no pass through the buffer.
+    if K::LINE && streams_lines(&p) {
+        // SAFETY: per this function's contract; `streams_lines` checked the alignment.
         unsafe { lines::<N, K, true>(p) };
         super::store_fence();
         return;
@@ -297,14 +310,13 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     }
 }
 
-/// Destination rows per tile of `lines` (its tiles are `LINE_TILE_I x LINE_TILE_J` elements).
-const LINE_TILE_I: usize = 128;
+/// Bytes of each source row per tile of `lines`: a tile is `LINE_TILE_SRC_BYTES / N` destination
+/// rows by `LINE_TILE_J` source rows, so that every element size reads the same run of
+/// consecutive lines from each source row.
+const LINE_TILE_SRC_BYTES: usize = 1024;
 /// Source rows per tile of `lines`: a destination row gets `LINE_TILE_J * N` contiguous bytes
 /// per tile.
-const LINE_TILE_J: usize = 256;
-/// How many bands ahead `lines` prefetches the source lines of a block (the same source rows,
-/// that many lines further along them; none, or blocks ahead within the band, measured the same).
-const LINE_PREFETCH_BLOCKS: usize = 4;
+const LINE_TILE_J: usize = 128;
 
 /// The tile loop that writes straight into the destination, with no pass through a buffer:
 /// `STREAM` blocks store whole lines with non-temporal stores (`K::run_line`), the others
@@ -313,9 +325,15 @@ const LINE_PREFETCH_BLOCKS: usize = 4;
 /// Within a tile, each band of `R` destination rows is written left to right: the band's rows
 /// are written sequentially (whole lines, in order, which is what the memory controller and the
 /// write-combining buffers want), while the source is read a line from each of `R` rows at a
-/// time, each line used whole by one block (and prefetched a few bands ahead). Measured
-/// (docs/benchmarks.md), 4- and 8-byte elements at 16 MiB ran at 0.82-1.11 of the contiguous
-/// copy this way, against 0.33-1.02 walking the tile source-row-major.
+/// time, each line used whole by one block. Measured (docs/benchmarks.md), 4- and 8-byte
+/// elements at 16 MiB ran at 0.82-1.11 of the contiguous copy this way, against 0.33-1.02
+/// walking the tile source-row-major.
+///
+/// When streaming, each block also prefetches `R` lines of the *next* tile's source, row by row
+/// (`NextTile`): memory then serves each source row's 1 KiB as one run, where the band order
+/// alone asks for one line of each of 128 rows in turn, each from another DRAM page. At 256 MiB
+/// this took the transposes' speed into warm memory from 0.7 to 0.9-1.1 of the contiguous
+/// copy's (docs/benchmarks.md).
 ///
 /// # Safety
 /// As for `tiles`; when `STREAM`, `K::LINE` and the destination's rows are 64-byte aligned.
@@ -324,7 +342,7 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
     let r = K::R;
     // Wide blocks (R source rows by WIDE) where the kernel has them and stores are ordinary.
     let w = if STREAM || K::WIDE == 0 { r } else { K::WIDE };
-    let (ti, tj) = (LINE_TILE_I, LINE_TILE_J);
+    let (ti, tj) = ((LINE_TILE_SRC_BYTES / N).max(r), LINE_TILE_J);
     let size = N as isize;
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
     let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
@@ -333,14 +351,18 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
         for j0 in (0..p.nj).step_by(tj) {
             let j1 = (j0 + tj).min(p.nj);
             let je = j0 + (j1 - j0) / r * r;
+            // The tiles run along j, then down i.
+            let mut next = if j1 < p.nj {
+                NextTile::new(&p, N, i0, i1, j1, tj)
+            } else {
+                NextTile::new(&p, N, i1, i1 + ti, 0, tj)
+            };
             let mut i = i0;
             while i + r <= i1 {
                 let wide = w > r && i + w <= i1;
                 for j in (j0..je).step_by(r) {
                     if STREAM {
-                        for jj in j..j + r {
-                            prefetch(src_at(i + LINE_PREFETCH_BLOCKS * r, jj));
-                        }
+                        next.prefetch(r);
                         // SAFETY: the R x R block at (i, j) lies in the plane; its destination
                         // rows are line-aligned (this function's contract).
                         unsafe { K::run_line(src_at(i, j), p.src_ld, dst_at(i, j), p.dst_ld) };
@@ -358,6 +380,47 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
                 let from = if j < je { i } else { i0 };
                 // SAFETY: (ii, j) lies in the plane.
                 (from..i1).for_each(|ii| unsafe { move_n::<N>(src_at(ii, j), dst_at(ii, j)) });
+            }
+        }
+    }
+}
+
+/// The source lines of one tile of `lines`, in prefetch order: row by row, each row's lines in
+/// address order.
+struct NextTile {
+    /// The next row to prefetch from, at the tile's first column.
+    row: *const u8,
+    src_ld: isize,
+    /// Bytes of each row within the tile (whole lines), and the next one to ask for.
+    row_bytes: usize,
+    at: usize,
+    /// Rows left, the current one included.
+    rows: usize,
+}
+
+impl NextTile {
+    /// Columns `i0..i1` of source rows `j0..j0 + tj` of `p` (clipped to the plane; empty past it).
+    fn new(p: &Plane, size: usize, i0: usize, i1: usize, j0: usize, tj: usize) -> NextTile {
+        let cols = i1.min(p.ni).saturating_sub(i0);
+        let rows = (j0 + tj).min(p.nj).saturating_sub(j0);
+        let row = p.src.wrapping_offset((i0 * size) as isize + j0 as isize * p.src_ld);
+        let row_bytes = (cols * size).next_multiple_of(64);
+        NextTile { row, src_ld: p.src_ld, row_bytes, at: 0, rows: if cols == 0 { 0 } else { rows } }
+    }
+
+    /// Prefetches the next `count` lines of the tile (fewer at its end).
+    #[inline(always)]
+    fn prefetch(&mut self, count: usize) {
+        for _ in 0..count {
+            if self.rows == 0 {
+                return;
+            }
+            prefetch(self.row.wrapping_add(self.at));
+            self.at += 64;
+            if self.at == self.row_bytes {
+                self.at = 0;
+                self.rows -= 1;
+                self.row = self.row.wrapping_offset(self.src_ld);
             }
         }
     }
@@ -408,8 +471,9 @@ unsafe fn tiles_any(p: Plane, itemsize: usize) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
-    use super::{Micro, Plane, tiles};
+    use super::{Micro, Plane, lines, tiles};
 
     /// One stage of a 16-row transpose: pairs neighbours, lo halves into the first eight results
     /// and hi halves into the last eight (constant indices only, so everything stays in
@@ -474,6 +538,114 @@ mod x86 {
     pub(super) unsafe fn tiles_avx512<const N: usize, K: Micro>(p: Plane) {
         // SAFETY: per this function's contract.
         unsafe { tiles::<N, K>(p) }
+    }
+
+    /// Streams a plane through `lines` with the *square* blocks `K` (R x R elements, each source
+    /// and destination row one line), and the rows and columns past the last whole square
+    /// through the tile loop with `E`.
+    ///
+    /// # Safety
+    /// As for `transpose`; `streams_lines(&p)`; the CPU has AVX2, AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx2,avx512f,avx512bw")]
+    pub(super) unsafe fn squares_avx512<const N: usize, K: Micro, E: Micro>(p: Plane) {
+        let (mi, mj) = (p.ni / K::R * K::R, p.nj / K::R * K::R);
+        let size = N as isize;
+        // SAFETY: the three planes are disjoint parts of `p` (whole squares; the rows below
+        // them; the columns right of them), each valid by this function's contract; the first
+        // keeps `p`'s alignment.
+        unsafe {
+            lines::<N, K, true>(Plane { ni: mi, nj: mj, ..p });
+            if mi < p.ni {
+                let (src, dst) = (
+                    p.src.wrapping_offset(mi as isize * size),
+                    p.dst.wrapping_offset(mi as isize * p.dst_ld),
+                );
+                tiles::<N, E>(Plane { src, dst, ni: p.ni - mi, ..p });
+            }
+            if mj < p.nj && mi > 0 {
+                let (src, dst) = (
+                    p.src.wrapping_offset(mj as isize * p.src_ld),
+                    p.dst.wrapping_offset(mj as isize * size),
+                );
+                tiles::<N, E>(Plane { src, dst, ni: mi, nj: p.nj - mj, ..p });
+            }
+        }
+        super::super::store_fence();
+    }
+
+    /// A 64x64 square of one-byte elements with AVX-512: four `B64x16x1` blocks, then each of
+    /// the 64 destination lines written whole. Streaming, the blocks write into a 4 KiB buffer
+    /// that stays in the first-level cache, and each line leaves it with one 64-byte
+    /// non-temporal store; `B64x16x1` alone writes a line in four 16-byte pieces, so its tiles
+    /// need a second pass through a 64 KiB buffer.
+    pub(super) struct S64x1;
+    impl Micro for S64x1 {
+        const R: usize = 64;
+        const LINE: bool = true;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            for g in 0..4 {
+                // SAFETY: per the trait contract: rows 16g.. of the square, into its columns 16g..
+                unsafe { b64x16x1(row(s, sl, 16 * g), sl, d.wrapping_add(16 * g as usize), dl) };
+            }
+        }
+        #[inline(always)]
+        unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            let mut buffer = Square([MaybeUninit::uninit(); 64]);
+            let b = buffer.0.as_mut_ptr().cast::<u8>();
+            // SAFETY: per the trait contract; the buffer is 64 rows of 64 bytes, filled whole by
+            // the four blocks before it is read.
+            unsafe {
+                Self::run(s, sl, b, 64);
+                stream_lines::<64>(b, d, dl);
+            }
+        }
+    }
+
+    /// A 32x32 square of two-byte elements with AVX-512: four `B32x8x2` blocks, then each of the
+    /// 32 destination lines written whole (see `S64x1`).
+    pub(super) struct S32x2;
+    impl Micro for S32x2 {
+        const R: usize = 32;
+        const LINE: bool = true;
+        #[inline(always)]
+        unsafe fn run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            for g in 0..4 {
+                // SAFETY: per the trait contract: rows 8g.. of the square, into its columns 8g..
+                unsafe { b32x8x2(row(s, sl, 8 * g), sl, d.wrapping_add(16 * g as usize), dl) };
+            }
+        }
+        #[inline(always)]
+        unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            let mut buffer = Square([MaybeUninit::uninit(); 64]);
+            let b = buffer.0.as_mut_ptr().cast::<u8>();
+            // SAFETY: as for S64x1::run_line, with 32 rows.
+            unsafe {
+                Self::run(s, sl, b, 64);
+                stream_lines::<32>(b, d, dl);
+            }
+        }
+    }
+
+    /// Up to 64 lines: a square's staging buffer.
+    #[repr(C, align(64))]
+    struct Square([MaybeUninit<[u8; 64]>; 64]);
+
+    /// Copies `M` lines from the buffer `b` (64 bytes apart) to destination rows `dl` apart, each
+    /// with one non-temporal store.
+    ///
+    /// # Safety
+    /// `b` holds `M` initialised, 64-byte aligned lines; each destination row is a writable,
+    /// 64-byte aligned line.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn stream_lines<const M: usize>(b: *const u8, d: *mut u8, dl: isize) {
+        for k in 0..M {
+            // SAFETY: per the function contract.
+            unsafe {
+                _mm512_stream_si512(out(d, dl, k as isize).cast(), _mm512_load_si512(b.add(64 * k).cast()))
+            };
+        }
     }
 
     /// 16 rows of 64 one-byte elements with AVX-512: each source line is loaded once, whole
