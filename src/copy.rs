@@ -891,51 +891,65 @@ mod tests {
             } else {
                 &[(edge, edge), (edge + 5, edge / 2 + 19), (edge + 70, edge / 2 + 45), (5, 7)]
             };
-            let layouts = shapes.iter().flat_map(|&(ni, nj)| {
-                [(ni, false), (ni + 1, false), (ni, true)].map(|(pitch, flip)| (ni, nj, pitch, flip))
-            });
-            let padded = |nj: usize| if cfg!(miri) { [nj, nj] } else { [nj, nj.next_multiple_of(64)] };
-            for (ni, nj, pitch, flip, dpitch) in
-                layouts.flat_map(|l| padded(l.1).map(|d| (l.0, l.1, l.2, l.3, d)))
-            {
-                {
-                    let src: Vec<u8> = (0..nj * pitch * itemsize).map(|i| (i * 13 + i / 5) as u8).collect();
-                    let size = itemsize as isize;
-                    let (first, ld) =
-                        if flip { ((nj - 1) * pitch, -(pitch as isize)) } else { (0, pitch as isize) };
-                    let first = (first * itemsize) as isize;
-                    let (ss, ds) = ([size, ld * size], [dpitch as isize * size, size]);
-                    let mut expect = vec![0u8; ni * dpitch * itemsize];
-                    reference_into(&src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
-                    for stream in [false, true] {
-                        for isa in isas() {
-                            for shift in [0, 16, 1] {
-                                let mut got = vec![0u8; expect.len() + 128];
-                                // Line-aligned, so that `shift` decides the destination's alignment.
-                                let at = got.as_ptr().align_offset(64) + shift;
-                                let plane = transpose::Plane {
-                                    // SAFETY: `first` is inside `src` (see `reference_into`).
-                                    src: unsafe { src.as_ptr().offset(first) },
-                                    src_ld: ss[1],
-                                    // SAFETY: at < 64 + 16, inside the 128 spare bytes of `got`.
-                                    dst: unsafe { got.as_mut_ptr().add(at) },
-                                    dst_ld: ds[0],
-                                    ni,
-                                    nj,
-                                    stream,
-                                };
-                                // SAFETY: element (i, j) is read at first + i + j * ld elements
-                                // (inside `src`, as `reference_into` has checked) and written at
-                                // i * nj + j of the ni * nj elements from `at`, inside `got` (at
-                                // < 80 of 128 spare bytes); separate buffers; `isa` is Base or
-                                // detected.
-                                unsafe { transpose::transpose(plane, itemsize, isa) };
-                                assert!(
-                                    got[at..at + expect.len()] == expect[..],
-                                    "{ni}x{nj} itemsize {itemsize} pitch {pitch} flip {flip} stream {stream} \
-                                     {isa:?} shift {shift} destination pitch {dpitch}"
-                                );
-                            }
+            // Source pitches: compact, odd, flipped, and whole lines; destination pitches: compact,
+            // and whole lines (so that it streams); the source from a line boundary, and 16 bytes
+            // past one.
+            let mut layouts = vec![];
+            for &(ni, nj) in shapes {
+                let pitches = [(ni, false), (ni + 1, false), (ni, true), (ni.next_multiple_of(64), false)];
+                for (pitch, flip) in pitches {
+                    for dpitch in [nj, nj.next_multiple_of(64)] {
+                        for soff in [0, 16] {
+                            layouts.push((ni, nj, pitch, flip, dpitch, soff));
+                        }
+                    }
+                }
+            }
+            if cfg!(miri) {
+                layouts.truncate(4);
+            }
+            for (ni, nj, pitch, flip, dpitch, soff) in layouts {
+                let len = nj * pitch * itemsize;
+                let mut buf = vec![0u8; len + 128];
+                let at = buf.as_ptr().align_offset(64) + soff;
+                let src = &mut buf[at..at + len];
+                src.iter_mut().enumerate().for_each(|(i, x)| *x = (i * 13 + i / 5) as u8);
+                let src = &*src;
+                let size = itemsize as isize;
+                let (first, ld) =
+                    if flip { ((nj - 1) * pitch, -(pitch as isize)) } else { (0, pitch as isize) };
+                let first = (first * itemsize) as isize;
+                let (ss, ds) = ([size, ld * size], [dpitch as isize * size, size]);
+                let mut expect = vec![0u8; ni * dpitch * itemsize];
+                reference_into(src, first, &[ni, nj], &ss, &ds, &mut expect, itemsize);
+                for stream in [false, true] {
+                    for isa in isas() {
+                        for shift in [0, 16, 1] {
+                            let mut got = vec![0u8; expect.len() + 128];
+                            // Line-aligned, so that `shift` decides the destination's alignment.
+                            let at = got.as_ptr().align_offset(64) + shift;
+                            let plane = transpose::Plane {
+                                // SAFETY: `first` is inside `src` (see `reference_into`).
+                                src: unsafe { src.as_ptr().offset(first) },
+                                src_ld: ss[1],
+                                // SAFETY: at < 64 + 16, inside the 128 spare bytes of `got`.
+                                dst: unsafe { got.as_mut_ptr().add(at) },
+                                dst_ld: ds[0],
+                                ni,
+                                nj,
+                                stream,
+                            };
+                            // SAFETY: element (i, j) is read at first + i + j * ld elements
+                            // (inside `src`, as `reference_into` has checked) and written at
+                            // i * dpitch + j of the ni * dpitch elements from `at`, inside
+                            // `got` (at < 80 of 128 spare bytes); separate buffers; `isa` is
+                            // Base or detected.
+                            unsafe { transpose::transpose(plane, itemsize, isa) };
+                            assert!(
+                                got[at..at + expect.len()] == expect[..],
+                                "{ni}x{nj} itemsize {itemsize} pitch {pitch} flip {flip} stream {stream} \
+                                     {isa:?} shift {shift} destination pitch {dpitch} source offset {soff}"
+                            );
                         }
                     }
                 }
