@@ -312,10 +312,11 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
 
 /// Bytes of each source row per tile of `lines`: a tile is `LINE_TILE_SRC_BYTES / N` destination
 /// rows by `LINE_TILE_J` source rows, so that every element size reads the same run of
-/// consecutive lines from each source row.
+/// consecutive lines from each source row. (512 and 2048 bytes measured the same at 256 MiB;
+/// docs/benchmarks.md.)
 const LINE_TILE_SRC_BYTES: usize = 1024;
 /// Source rows per tile of `lines`: a destination row gets `LINE_TILE_J * N` contiguous bytes
-/// per tile.
+/// per tile. (64 to 256 rows measured alike at 256 MiB, 512 slower.)
 const LINE_TILE_J: usize = 128;
 
 /// The tile loop that writes straight into the destination, with no pass through a buffer:
@@ -332,8 +333,8 @@ const LINE_TILE_J: usize = 128;
 /// When streaming, each block also prefetches `R` lines of the *next* tile's source, row by row
 /// (`NextTile`): memory then serves each source row's 1 KiB as one run, where the band order
 /// alone asks for one line of each of 128 rows in turn, each from another DRAM page. At 256 MiB
-/// this took the transposes' speed into warm memory from 0.7 to 0.9-1.1 of the contiguous
-/// copy's (docs/benchmarks.md).
+/// this took most transposes into warm memory from about 0.75 to 0.93-1.10 of the contiguous
+/// copy's speed (docs/benchmarks.md).
 ///
 /// # Safety
 /// As for `tiles`; when `STREAM`, `K::LINE` and the destination's rows are 64-byte aligned.
