@@ -26,6 +26,7 @@
 
 #include "dlbridge.h"
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -35,6 +36,10 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 namespace dlbridge {
 
@@ -400,6 +405,61 @@ class ManagedTensor : public detail::ManagedOwner<DLManagedTensor> {
 };
 
 // ------------------------------------------------------------------------------------------------
+// IpcHandle
+// ------------------------------------------------------------------------------------------------
+
+/// What Tensor::to_ipc() gives to send to another process (dlb_tensor_to_ipc): the handle's
+/// DLB_IPC_HANDLE_SIZE bytes, to be sent as they are, and for shared host memory a new file
+/// descriptor of the segment (close-on-exec), to be passed on with SCM_RIGHTS or inherited by a
+/// child. The descriptor is owned: the destructor closes it unless release_fd() took it. -1 for
+/// CUDA memory (the bytes carry a CUDA IPC handle) and for an empty IpcHandle. Move-only.
+class IpcHandle {
+  public:
+    /// The handle's bytes (opaque; the same on every platform).
+    std::array<uint8_t, DLB_IPC_HANDLE_SIZE> bytes{};
+
+    /// No handle: all-zero bytes (which from_ipc() refuses) and no descriptor.
+    IpcHandle() noexcept = default;
+    ~IpcHandle() { close_fd(); }
+    IpcHandle(const IpcHandle &) = delete;
+    IpcHandle &operator=(const IpcHandle &) = delete;
+    IpcHandle(IpcHandle &&other) noexcept : bytes(other.bytes), fd_(other.release_fd()) {}
+    /// Closes the descriptor this IpcHandle held, then takes other's bytes and descriptor.
+    IpcHandle &operator=(IpcHandle &&other) noexcept {
+        if (this != &other) {
+            close_fd();
+            bytes = other.bytes;
+            fd_ = other.release_fd();
+        }
+        return *this;
+    }
+
+    /// The descriptor, still owned by this IpcHandle (-1 when there is none).
+    int fd() const noexcept { return fd_; }
+
+    /// Hands the descriptor over: the caller now closes it. -1 when there was none.
+    [[nodiscard]] int release_fd() noexcept {
+        const int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
+
+  private:
+    friend class Tensor;
+
+    void close_fd() noexcept {
+#if defined(__unix__) || defined(__APPLE__)
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+#endif
+        fd_ = -1;
+    }
+
+    int fd_ = -1;
+};
+
+// ------------------------------------------------------------------------------------------------
 // Tensor
 // ------------------------------------------------------------------------------------------------
 
@@ -674,6 +734,63 @@ class Tensor {
         dlb_tensor *out = nullptr;
         check(dlb_tensor_from_dlpack(mt, &out));
         return Tensor(out);
+    }
+
+    // --- Across processes (docs/c-api.md, "Across processes") --------------------------------
+
+    /// New host memory other processes can map (dlb_tensor_empty_shared): an anonymous sealed
+    /// memory file, page aligned, zeroed (as zeros_shared), passed on with to_ipc().
+    [[nodiscard]] static Tensor empty_shared(Span<const int64_t> shape, DLDataType dtype) {
+        dlb_tensor *out = nullptr;
+        check(dlb_tensor_empty_shared(shape.data(), detail::to_ndim(shape.size()), dtype, &out));
+        return Tensor(out);
+    }
+
+    /// As empty_shared() (dlb_tensor_zeros_shared).
+    [[nodiscard]] static Tensor zeros_shared(Span<const int64_t> shape, DLDataType dtype) {
+        dlb_tensor *out = nullptr;
+        check(dlb_tensor_zeros_shared(shape.data(), detail::to_ndim(shape.size()), dtype, &out));
+        return Tensor(out);
+    }
+
+    /// Whether the memory can be sent to another process by to_ipc() (dlb_tensor_is_shared):
+    /// made shared, received by from_ipc(), or a view or alias of such a tensor. False when
+    /// empty.
+    bool is_shared() const noexcept { return dlb_tensor_is_shared(t_); }
+
+    /// A tensor another process can receive (dlb_tensor_share): a new alias when the memory is
+    /// shared memory or dlbridge's own CUDA memory, else a row-major copy in new shared memory.
+    /// Pinned host memory and CUDA memory dlbridge did not allocate give
+    /// Error(DLB_ERR_UNSUPPORTED).
+    [[nodiscard]] Tensor share() const {
+        dlb_tensor *out = nullptr;
+        check(dlb_tensor_share(t_, &out));
+        return Tensor(out);
+    }
+
+    /// Describes this tensor for another process (dlb_tensor_to_ipc). Private host memory gives
+    /// Error(DLB_ERR_UNSUPPORTED): call share() first.
+    [[nodiscard]] IpcHandle to_ipc() const {
+        IpcHandle handle;
+        int32_t fd = -1;
+        check(dlb_tensor_to_ipc(t_, handle.bytes.data(), &fd));
+        handle.fd_ = fd;
+        return handle;
+    }
+
+    /// The tensor a handle describes, on the same memory (dlb_tensor_from_ipc): `fd` is the
+    /// descriptor received with it (-1 for CUDA), still the caller's afterwards. A truncated,
+    /// corrupted or foreign handle, or a descriptor that does not match it, gives
+    /// Error(DLB_ERR_INVALID_ARGUMENT).
+    [[nodiscard]] static Tensor from_ipc(Span<const uint8_t> handle, int fd) {
+        dlb_tensor *out = nullptr;
+        check(dlb_tensor_from_ipc(handle.data(), handle.size(), fd, &out));
+        return Tensor(out);
+    }
+
+    /// from_ipc() with the bytes and descriptor of `handle`, which keeps its descriptor.
+    [[nodiscard]] static Tensor from_ipc(const IpcHandle &handle) {
+        return from_ipc(handle.bytes, handle.fd());
     }
 
   private:

@@ -1,7 +1,7 @@
 // Tests of include/dlbridge.hpp, the header-only C++17 wrapper: every member of every class,
 // RAII (dlb_live_allocations() returns to its start value), errors, moved-from objects,
 // dtype-checked element access, from_data's release callbacks (called once, never on failure),
-// and DLPack round trips. Built and run by tests/cpp/run.sh (plain, valgrind, ASan+UBSan).
+// DLPack round trips, and handing tensors to another process (IpcHandle). Built and run by tests/cpp/run.sh (plain, valgrind, ASan+UBSan).
 #include "dlbridge.hpp"
 
 #include <array>
@@ -12,7 +12,12 @@
 #include <utility>
 #include <vector>
 
+#include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 using dlbridge::Error;
+using dlbridge::IpcHandle;
 using dlbridge::ManagedTensor;
 using dlbridge::ManagedTensorVersioned;
 using dlbridge::Span;
@@ -733,6 +738,90 @@ static void test_cuda() {
     CHECK(dlbridge::live_allocations() == start);
 }
 
+// Open file descriptors of this process.
+static int open_fds() {
+    int n = 0;
+    if (DIR *dir = opendir("/proc/self/fd")) {
+        while (readdir(dir) != nullptr) {
+            ++n;
+        }
+        closedir(dir);
+    }
+    return n;
+}
+
+static void test_ipc() {
+    const int64_t start = dlbridge::live_allocations();
+    const int fds = open_fds();
+    {
+        Tensor t = Tensor::zeros_shared({2, 3}, dlbridge::dtype_of<int32_t>());
+        CHECK(t.is_shared());
+        CHECK(t.cdata<int32_t>()[5] == 0);
+        IpcHandle h = t.to_ipc();
+        CHECK(h.fd() >= 0);
+
+        // Received in this process: the same memory, mapped again.
+        Tensor same = Tensor::from_ipc(h);
+        CHECK(same.is_shared());
+        same.data<int32_t>()[1] = 7;
+        CHECK(t.cdata<int32_t>()[1] == 7);
+
+        // Received by a child: its write is seen here.
+        const pid_t pid = fork();
+        if (pid == 0) {
+            try {
+                Tensor c = Tensor::from_ipc(h);
+                c.data<int32_t>()[4] = 42;
+            } catch (...) {
+                _exit(1);
+            }
+            _exit(0);
+        }
+        int status = 0;
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(t.cdata<int32_t>()[4] == 42);
+
+        // Moving hands the one descriptor on; release_fd() gives it to the caller.
+        IpcHandle moved = std::move(h);
+        CHECK(h.fd() == -1 && moved.fd() >= 0);
+        const int fd = moved.release_fd();
+        CHECK(moved.fd() == -1 && fd >= 0);
+        Tensor again = Tensor::from_ipc(moved.bytes, fd); // the descriptor stays ours
+        CHECK(close(fd) == 0);
+        CHECK(again.cdata<int32_t>()[4] == 42);
+
+        // Private memory is shared by a copy first; shared memory by an alias.
+        Tensor priv = Tensor::zeros({4}, dlbridge::dtype_of<float>());
+        CHECK(!priv.is_shared());
+        CHECK_THROWS(priv.to_ipc(), DLB_ERR_UNSUPPORTED);
+        Tensor copy = priv.share();
+        CHECK(copy.is_shared() && !copy.shares_memory(priv));
+        Tensor alias = copy.share();
+        CHECK(alias.shares_memory(copy));
+        CHECK(Tensor::empty_shared({8}, dlbridge::dtype_of<uint8_t>()).is_shared());
+
+        // Refused: a corrupted handle, a truncated one, the empty handle, the wrong descriptor.
+        IpcHandle bad = copy.to_ipc();
+        bad.bytes[100] ^= 1;
+        CHECK_THROWS(Tensor::from_ipc(bad), DLB_ERR_INVALID_ARGUMENT);
+        IpcHandle good = copy.to_ipc();
+        CHECK_THROWS(Tensor::from_ipc(Span<const uint8_t>(good.bytes.data(), 100), good.fd()),
+                     DLB_ERR_INVALID_ARGUMENT);
+        CHECK_THROWS(Tensor::from_ipc(IpcHandle()), DLB_ERR_INVALID_ARGUMENT);
+        IpcHandle other = t.to_ipc();
+        CHECK_THROWS(Tensor::from_ipc(good.bytes, other.fd()), DLB_ERR_INVALID_ARGUMENT);
+
+        // An empty Tensor.
+        CHECK(!Tensor().is_shared());
+        CHECK_THROWS(Tensor().to_ipc(), DLB_ERR_INVALID_ARGUMENT);
+        CHECK_THROWS(Tensor().share(), DLB_ERR_INVALID_ARGUMENT);
+    }
+    // Every descriptor and every mapping is gone again.
+    CHECK(open_fds() == fds);
+    CHECK(dlbridge::live_allocations() == start);
+}
+
 int main() {
     const int64_t start = dlbridge::live_allocations();
     test_dtypes_and_helpers();
@@ -747,6 +836,7 @@ int main() {
     test_dlpack();
     test_read_only();
     test_cuda();
+    test_ipc();
     CHECK(dlbridge::live_allocations() == start);
     if (failures != 0) {
         std::printf("test_hpp: %d of %d checks FAILED\n", failures, checks);
