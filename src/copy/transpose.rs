@@ -311,13 +311,18 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
 }
 
 /// Bytes of each source row per tile of `lines`: a tile is `LINE_TILE_SRC_BYTES / N` destination
-/// rows by `LINE_TILE_J` source rows, so that every element size reads the same run of
+/// rows by `line_tile_j(N)` source rows, so that every element size reads the same run of
 /// consecutive lines from each source row. (512 and 2048 bytes measured the same at 256 MiB;
 /// docs/benchmarks.md.)
 const LINE_TILE_SRC_BYTES: usize = 1024;
-/// Source rows per tile of `lines`: a destination row gets `LINE_TILE_J * N` contiguous bytes
-/// per tile. (64 to 256 rows measured alike at 256 MiB, 512 slower.)
-const LINE_TILE_J: usize = 128;
+/// Source rows per tile of `lines` for elements of `n` bytes: a destination row gets
+/// `line_tile_j(n) * n` contiguous bytes per tile. 128 for 4 bytes and up (64 to 256 measured
+/// alike at 256 MiB, 512 slower); 256 for the one- and two-byte squares, whose destination rows
+/// would otherwise get only 128 or 256 bytes per tile (at 16 MiB, 0.1-0.26 more of the
+/// contiguous copy's speed than with 128; the same at 256 MiB; docs/benchmarks.md).
+const fn line_tile_j(n: usize) -> usize {
+    if n <= 2 { 256 } else { 128 }
+}
 
 /// The tile loop that writes straight into the destination, with no pass through a buffer:
 /// `STREAM` blocks store whole lines with non-temporal stores (`K::run_line`), the others
@@ -332,9 +337,9 @@ const LINE_TILE_J: usize = 128;
 ///
 /// When streaming, each block also prefetches `R` lines of the *next* tile's source, row by row
 /// (`NextTile`): memory then serves each source row's 1 KiB as one run, where the band order
-/// alone asks for one line of each of 128 rows in turn, each from another DRAM page. At 256 MiB
-/// this took most transposes into warm memory from about 0.75 to 0.93-1.10 of the contiguous
-/// copy's speed (docs/benchmarks.md).
+/// alone asks for one line of each of the tile's source rows in turn, each from another DRAM
+/// page. At 256 MiB this took most transposes into warm memory from about 0.75 to 0.93-1.10 of
+/// the contiguous copy's speed (docs/benchmarks.md).
 ///
 /// # Safety
 /// As for `tiles`; when `STREAM`, `K::LINE` and the destination's rows are 64-byte aligned.
@@ -343,7 +348,7 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
     let r = K::R;
     // Wide blocks (R source rows by WIDE) where the kernel has them and stores are ordinary.
     let w = if STREAM || K::WIDE == 0 { r } else { K::WIDE };
-    let (ti, tj) = ((LINE_TILE_SRC_BYTES / N).max(r), LINE_TILE_J);
+    let (ti, tj) = ((LINE_TILE_SRC_BYTES / N).max(r), line_tile_j(N));
     let size = N as isize;
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
     let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
