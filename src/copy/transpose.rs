@@ -310,12 +310,13 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
     }
 }
 
-/// Bytes of each source row per tile of `lines`: a tile is `LINE_TILE_SRC_BYTES / N` destination
-/// rows by `line_tile_j(N)` source rows, so that every element size reads the same run of
-/// consecutive lines from each source row. (512 and 2048 bytes measured the same at 256 MiB;
-/// docs/benchmarks.md.)
+/// Bytes of each source row per tile of streamed `lines`: a tile is `LINE_TILE_SRC_BYTES / N`
+/// destination rows by `line_tile_j(N)` source rows, so that every element size reads the same
+/// run of consecutive lines from each source row. (512 and 2048 bytes measured the same at
+/// 256 MiB; docs/benchmarks.md.)
 const LINE_TILE_SRC_BYTES: usize = 1024;
-/// Source rows per tile of `lines` for elements of `n` bytes: a destination row gets
+
+/// Source rows per tile of streamed `lines` for elements of `n` bytes: a destination row gets
 /// `line_tile_j(n) * n` contiguous bytes per tile. 128 for 4 bytes and up (64 to 256 measured
 /// alike at 256 MiB, 512 slower); 256 for the one- and two-byte squares, whose destination rows
 /// would otherwise get only 128 or 256 bytes per tile (at 16 MiB, 0.1-0.26 more of the
@@ -323,6 +324,10 @@ const LINE_TILE_SRC_BYTES: usize = 1024;
 const fn line_tile_j(n: usize) -> usize {
     if n <= 2 { 256 } else { 128 }
 }
+
+/// Destination rows and source rows per tile when `lines` writes a small plane (not streamed).
+const SMALL_PLANE_TILE_I: usize = 128;
+const SMALL_PLANE_TILE_J: usize = 256;
 
 /// The tile loop that writes straight into the destination, with no pass through a buffer:
 /// `STREAM` blocks store whole lines with non-temporal stores (`K::run_line`), the others
@@ -348,7 +353,13 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
     let r = K::R;
     // Wide blocks (R source rows by WIDE) where the kernel has them and stores are ordinary.
     let w = if STREAM || K::WIDE == 0 { r } else { K::WIDE };
-    let (ti, tj) = ((LINE_TILE_SRC_BYTES / N).max(r), line_tile_j(N));
+    // Small planes (not streamed) sit in the caches whole: their tiles keep the shape they were
+    // measured with before the streamed tiles were tuned.
+    let (ti, tj) = if STREAM {
+        ((LINE_TILE_SRC_BYTES / N).max(r), line_tile_j(N))
+    } else {
+        (SMALL_PLANE_TILE_I, SMALL_PLANE_TILE_J)
+    };
     let size = N as isize;
     let src_at = |i: usize, j: usize| p.src.wrapping_offset(i as isize * size + j as isize * p.src_ld);
     let dst_at = |i: usize, j: usize| p.dst.wrapping_offset(i as isize * p.dst_ld + j as isize * size);
