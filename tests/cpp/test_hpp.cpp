@@ -1,7 +1,8 @@
 // Tests of include/dlbridge.hpp, the header-only C++17 wrapper: every member of every class,
 // RAII (dlb_live_allocations() returns to its start value), errors, moved-from objects,
 // dtype-checked element access, from_data's release callbacks (called once, never on failure),
-// DLPack round trips, and handing tensors to another process (IpcHandle). Built and run by tests/cpp/run.sh (plain, valgrind, ASan+UBSan).
+// DLPack round trips, and handing tensors to another process (IpcHandle). Built and run by
+// tests/cpp/run.sh (plain, valgrind, ASan+UBSan).
 #include "dlbridge.hpp"
 
 #include <array>
