@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn arrays_are_taken_over_in_their_own_layout() {
-        let before = crate::storage::live_allocations();
+        let before = crate::storage::live_allocations_on_this_thread();
         let a = Array3::<f64>::from_shape_fn((2, 3, 4), |(i, j, k)| (100 * i + 10 * j + k) as f64);
         let expected = a.slice(s![.., ..;-1, 1..]).to_owned();
         let mut sliced = a;
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(t.strides(), &[12, -4, 1]);
         assert_eq!(t.as_array::<f64>().unwrap(), expected.into_dyn());
         drop(t);
-        assert_eq!(crate::storage::live_allocations(), before);
+        assert_eq!(crate::storage::live_allocations_on_this_thread(), before);
         let empty = Tensor::from_array(ndarray::Array2::<u8>::zeros((0, 3))).unwrap();
         assert_eq!(empty.shape(), &[0, 3]);
     }

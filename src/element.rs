@@ -264,13 +264,13 @@ mod tests {
 
     #[test]
     fn vecs_are_taken_over_and_freed_once() {
-        let before = crate::storage::live_allocations();
+        let before = crate::storage::live_allocations_on_this_thread();
         let t = Tensor::from_vec(vec![1u64, 2, 3], &[3]).unwrap();
         let v = t.view(&[2], Some(&[-1]), 2).unwrap();
         drop(t);
         assert_eq!(v.to_vec::<u64>().unwrap(), [3, 2]);
         drop(v);
-        assert_eq!(crate::storage::live_allocations(), before);
+        assert_eq!(crate::storage::live_allocations_on_this_thread(), before);
         // A refused shape frees the Vec at once (Miri would report a leak otherwise).
         assert_eq!(Tensor::from_vec(vec![1u8; 5], &[2, 2]).unwrap_err().kind(), ErrorKind::InvalidArgument);
         assert!(Tensor::from_vec(vec![1u8; 5], &[-5]).is_err());

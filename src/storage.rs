@@ -21,6 +21,27 @@ pub fn live_allocations() -> i64 {
     LIVE.load(Ordering::SeqCst)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// `LIVE`, counted on each thread: storages made minus storages released on it. Unit tests
+    /// run in parallel in one process, so a test that checks for leaks reads this instead of the
+    /// process-wide count, which the other tests move.
+    static LIVE_HERE: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Storages made on this thread minus storages released on it (tests only).
+#[cfg(test)]
+pub fn live_allocations_on_this_thread() -> i64 {
+    LIVE_HERE.with(|c| c.get())
+}
+
+/// Counts a storage made (`+1`) or released (`-1`).
+fn count_live(delta: i64) {
+    LIVE.fetch_add(delta, Ordering::SeqCst);
+    #[cfg(test)]
+    LIVE_HERE.with(|c| c.set(c.get() + delta));
+}
+
 /// Host allocations up to this many bytes live in the storage's own record.
 const INLINE_MAX_BYTES: usize = 4096;
 
@@ -80,7 +101,7 @@ impl Storage {
     }
 
     fn counted(base: *mut u8, len: usize, device: Device, owner: Owner) -> Storage {
-        LIVE.fetch_add(1, Ordering::SeqCst);
+        count_live(1);
         Storage { base, len, device, owner }
     }
 
@@ -93,7 +114,7 @@ impl Storage {
     /// The owner back, without releasing anything (the storage was never shared).
     fn into_owner(self) -> Owner {
         let this = std::mem::ManuallyDrop::new(self);
-        LIVE.fetch_sub(1, Ordering::SeqCst);
+        count_live(-1);
         // SAFETY: `this` is never dropped, so the owner is moved out exactly once.
         unsafe { std::ptr::read(&this.owner) }
     }
@@ -249,7 +270,7 @@ impl Drop for Storage {
                 }
             }
         }
-        LIVE.fetch_sub(1, Ordering::SeqCst);
+        count_live(-1);
     }
 }
 
