@@ -311,19 +311,15 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
 }
 
 /// Bytes of each source row per tile of streamed `lines`: a tile is `LINE_TILE_SRC_BYTES / N`
-/// destination rows by `line_tile_j(N)` source rows, so that every element size reads the same
+/// destination rows by `LINE_TILE_J` source rows, so that every element size reads the same
 /// run of consecutive lines from each source row. (512 and 2048 bytes measured the same at
 /// 256 MiB; docs/benchmarks.md.)
 const LINE_TILE_SRC_BYTES: usize = 1024;
 
-/// Source rows per tile of streamed `lines` for elements of `n` bytes: a destination row gets
-/// `line_tile_j(n) * n` contiguous bytes per tile. 128 for 4 bytes and up (64 to 256 measured
-/// alike at 256 MiB, 512 slower); 256 for the one- and two-byte squares, whose destination rows
-/// would otherwise get only 128 or 256 bytes per tile (at 16 MiB, 0.1-0.26 more of the
-/// contiguous copy's speed than with 128; the same at 256 MiB; docs/benchmarks.md).
-const fn line_tile_j(n: usize) -> usize {
-    if n <= 2 { 256 } else { 128 }
-}
+/// Source rows per tile of streamed `lines`: a destination row gets `LINE_TILE_J * N` contiguous
+/// bytes per tile. (64 to 256 rows measured alike at 256 MiB, 512 slower; 256 rows for the one-
+/// and two-byte squares were slower at 16 MiB; docs/benchmarks.md.)
+const LINE_TILE_J: usize = 128;
 
 /// Destination rows and source rows per tile when `lines` writes a small plane (not streamed).
 const SMALL_PLANE_TILE_I: usize = 128;
@@ -356,7 +352,7 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
     // Small planes (not streamed) sit in the caches whole: their tiles keep the shape they were
     // measured with before the streamed tiles were tuned.
     let (ti, tj) = if STREAM {
-        ((LINE_TILE_SRC_BYTES / N).max(r), line_tile_j(N))
+        ((LINE_TILE_SRC_BYTES / N).max(r), LINE_TILE_J)
     } else {
         (SMALL_PLANE_TILE_I, SMALL_PLANE_TILE_J)
     };
