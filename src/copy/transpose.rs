@@ -117,6 +117,16 @@ trait Micro {
         let _ = (s, sl, d, dl);
         unreachable!("no line block")
     }
+    /// How many line blocks side by side `run_line_run` transposes at once (1: none): `R` source
+    /// rows by `R * LINE_RUN` elements, written as `LINE_RUN` consecutive lines of each of the
+    /// `R` destination rows.
+    const LINE_RUN: usize = 1;
+    /// # Safety
+    /// As for `run_line`, for the `R x (R * LINE_RUN)` block; only called when `LINE_RUN > 1`.
+    unsafe fn run_line_run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+        let _ = (s, sl, d, dl);
+        unreachable!("no run of line blocks")
+    }
 }
 
 /// Transposes `p` with elements of `itemsize` bytes.
@@ -317,8 +327,9 @@ unsafe fn tiles<const N: usize, K: Micro>(p: Plane) {
 const LINE_TILE_SRC_BYTES: usize = 1024;
 
 /// Source rows per tile of streamed `lines`: a destination row gets `LINE_TILE_J * N` contiguous
-/// bytes per tile. (64 to 256 rows measured alike at 256 MiB, 512 slower; 256 rows for the one-
-/// and two-byte squares were slower at 16 MiB; docs/benchmarks.md.)
+/// bytes per tile (more for blocks that write runs of lines: one-byte squares take 256). 64 to
+/// 256 rows measured alike at 256 MiB, 512 slower; 256 rows for single two-byte squares were
+/// slower at 16 MiB (docs/benchmarks.md).
 const LINE_TILE_J: usize = 128;
 
 /// Destination rows and source rows per tile when `lines` writes a small plane (not streamed).
@@ -349,10 +360,12 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
     let r = K::R;
     // Wide blocks (R source rows by WIDE) where the kernel has them and stores are ordinary.
     let w = if STREAM || K::WIDE == 0 { r } else { K::WIDE };
-    // Small planes (not streamed) sit in the caches whole: their tiles keep the shape they were
+    // Blocks that write runs of lines (`K::LINE_RUN`) need tiles at least one run wide. Small
+    // planes (not streamed) sit in the caches whole: their tiles keep the shape they were
     // measured with before the streamed tiles were tuned.
+    let run = if STREAM { r * K::LINE_RUN } else { r };
     let (ti, tj) = if STREAM {
-        ((LINE_TILE_SRC_BYTES / N).max(r), LINE_TILE_J)
+        ((LINE_TILE_SRC_BYTES / N).max(r), LINE_TILE_J.max(run))
     } else {
         (SMALL_PLANE_TILE_I, SMALL_PLANE_TILE_J)
     };
@@ -373,7 +386,17 @@ unsafe fn lines<const N: usize, K: Micro, const STREAM: bool>(p: Plane) {
             let mut i = i0;
             while i + r <= i1 {
                 let wide = w > r && i + w <= i1;
-                for j in (j0..je).step_by(r) {
+                let mut j = j0;
+                if run > r {
+                    while j + run <= je {
+                        next.prefetch(run);
+                        // SAFETY: the R x run block at (i, j) lies in the plane; its destination
+                        // rows are line-aligned (this function's contract).
+                        unsafe { K::run_line_run(src_at(i, j), p.src_ld, dst_at(i, j), p.dst_ld) };
+                        j += run;
+                    }
+                }
+                for j in (j..je).step_by(r) {
                     if STREAM {
                         next.prefetch(r);
                         // SAFETY: the R x R block at (i, j) lies in the plane; its destination
@@ -587,10 +610,15 @@ mod x86 {
     }
 
     /// A 64x64 square of one-byte elements with AVX-512: four `B64x16x1` blocks, then each of
-    /// the 64 destination lines written whole. Streaming, the blocks write into a 4 KiB buffer
-    /// that stays in the first-level cache, and each line leaves it with one 64-byte
+    /// the 64 destination lines written whole. Streaming, the blocks write into a buffer on the
+    /// stack that stays in the first-level cache, and each line leaves it with one 64-byte
     /// non-temporal store; `B64x16x1` alone writes a line in four 16-byte pieces, so its tiles
-    /// need a second pass through a 64 KiB buffer.
+    /// need a second pass through a 64 KiB buffer. Four squares side by side go together
+    /// (`LINE_RUN`, a 16 KiB buffer), so that each destination row gets four consecutive lines
+    /// at a time: measured with the order of the variants rotated, that took the 16 MiB one-byte
+    /// permutation from 0.57 to 0.82-0.84 of the contiguous copy (warm; its destination rows are
+    /// 64 KiB apart) and the other one-byte rows up by 0.01-0.14; two-byte squares lost with it
+    /// (docs/benchmarks.md).
     pub(super) struct S64x1;
     impl Micro for S64x1 {
         const R: usize = 64;
@@ -611,6 +639,20 @@ mod x86 {
             unsafe {
                 Self::run(s, sl, b, 64);
                 stream_lines::<64>(b, d, dl);
+            }
+        }
+        const LINE_RUN: usize = 4;
+        #[inline(always)]
+        unsafe fn run_line_run(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
+            let mut buffer = Staging([MaybeUninit::uninit(); 256]);
+            let b = buffer.0.as_mut_ptr().cast::<u8>();
+            // SAFETY: per the trait contract; the buffer is 64 rows of 256 bytes, filled whole by
+            // the four squares (source rows 64k.. into buffer columns 64k..) before it is read.
+            unsafe {
+                for k in 0..4 {
+                    Self::run(row(s, sl, 64 * k), sl, b.add(64 * k as usize), 256);
+                }
+                stream_runs::<64>(b, d, dl);
             }
         }
     }
@@ -636,6 +678,32 @@ mod x86 {
             unsafe {
                 Self::run(s, sl, b, 64);
                 stream_lines::<32>(b, d, dl);
+            }
+        }
+    }
+
+    /// 64 rows of four lines: the staging buffer of four one-byte squares side by side.
+    #[repr(C, align(64))]
+    struct Staging([MaybeUninit<[u8; 64]>; 256]);
+
+    /// Copies `M` rows of four lines from the buffer `b` (256 bytes apart) to destination rows
+    /// `dl` apart, each line with one non-temporal store: each row's four lines in a row.
+    ///
+    /// # Safety
+    /// `b` holds `M` initialised, 64-byte aligned rows of 256 bytes; each destination row has 256
+    /// writable bytes from a 64-byte aligned address.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn stream_runs<const M: usize>(b: *const u8, d: *mut u8, dl: isize) {
+        for k in 0..M {
+            for l in 0..4 {
+                // SAFETY: per the function contract.
+                unsafe {
+                    _mm512_stream_si512(
+                        out(d, dl, k as isize).add(64 * l).cast(),
+                        _mm512_load_si512(b.add(256 * k + 64 * l).cast()),
+                    )
+                };
             }
         }
     }
