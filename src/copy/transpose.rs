@@ -632,13 +632,13 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
-            let mut buffer = Square([MaybeUninit::uninit(); 64]);
+            let mut buffer = Staging([MaybeUninit::uninit(); 64]);
             let b = buffer.0.as_mut_ptr().cast::<u8>();
             // SAFETY: per the trait contract; the buffer is 64 rows of 64 bytes, filled whole by
             // the four blocks before it is read.
             unsafe {
                 Self::run(s, sl, b, 64);
-                stream_lines::<64>(b, d, dl);
+                stream_rows::<64, 1>(b, d, dl);
             }
         }
         const LINE_RUN: usize = 4;
@@ -652,7 +652,7 @@ mod x86 {
                 for k in 0..4 {
                     Self::run(row(s, sl, 64 * k), sl, b.add(64 * k as usize), 256);
                 }
-                stream_runs::<64>(b, d, dl);
+                stream_rows::<64, 4>(b, d, dl);
             }
         }
     }
@@ -672,60 +672,41 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn run_line(s: *const u8, sl: isize, d: *mut u8, dl: isize) {
-            let mut buffer = Square([MaybeUninit::uninit(); 64]);
+            let mut buffer = Staging([MaybeUninit::uninit(); 32]);
             let b = buffer.0.as_mut_ptr().cast::<u8>();
             // SAFETY: as for S64x1::run_line, with 32 rows.
             unsafe {
                 Self::run(s, sl, b, 64);
-                stream_lines::<32>(b, d, dl);
+                stream_rows::<32, 1>(b, d, dl);
             }
         }
     }
 
-    /// 64 rows of four lines: the staging buffer of four one-byte squares side by side.
+    /// A square's staging buffer on the stack: `LINES` 64-byte lines, one per destination row
+    /// of a square, or four per row for four one-byte squares side by side.
     #[repr(C, align(64))]
-    struct Staging([MaybeUninit<[u8; 64]>; 256]);
+    struct Staging<const LINES: usize>([MaybeUninit<[u8; 64]>; LINES]);
 
-    /// Copies `M` rows of four lines from the buffer `b` (256 bytes apart) to destination rows
-    /// `dl` apart, each line with one non-temporal store: each row's four lines in a row.
+    /// Copies `M` rows of `L` lines each from the buffer `b` (rows `64 * L` bytes apart) to
+    /// destination rows `dl` apart, each line with one non-temporal store, each row's lines in
+    /// address order.
     ///
     /// # Safety
-    /// `b` holds `M` initialised, 64-byte aligned rows of 256 bytes; each destination row has 256
-    /// writable bytes from a 64-byte aligned address.
+    /// `b` holds `M` initialised, 64-byte aligned rows of `64 * L` bytes; each destination row
+    /// has `64 * L` writable bytes from a 64-byte aligned address.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn stream_runs<const M: usize>(b: *const u8, d: *mut u8, dl: isize) {
+    unsafe fn stream_rows<const M: usize, const L: usize>(b: *const u8, d: *mut u8, dl: isize) {
         for k in 0..M {
-            for l in 0..4 {
+            for l in 0..L {
                 // SAFETY: per the function contract.
                 unsafe {
                     _mm512_stream_si512(
                         out(d, dl, k as isize).add(64 * l).cast(),
-                        _mm512_load_si512(b.add(256 * k + 64 * l).cast()),
+                        _mm512_load_si512(b.add(64 * (L * k + l)).cast()),
                     )
                 };
             }
-        }
-    }
-
-    /// Up to 64 lines: a square's staging buffer.
-    #[repr(C, align(64))]
-    struct Square([MaybeUninit<[u8; 64]>; 64]);
-
-    /// Copies `M` lines from the buffer `b` (64 bytes apart) to destination rows `dl` apart, each
-    /// with one non-temporal store.
-    ///
-    /// # Safety
-    /// `b` holds `M` initialised, 64-byte aligned lines; each destination row is a writable,
-    /// 64-byte aligned line.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn stream_lines<const M: usize>(b: *const u8, d: *mut u8, dl: isize) {
-        for k in 0..M {
-            // SAFETY: per the function contract.
-            unsafe {
-                _mm512_stream_si512(out(d, dl, k as isize).cast(), _mm512_load_si512(b.add(64 * k).cast()))
-            };
         }
     }
 
